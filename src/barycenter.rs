@@ -1,0 +1,498 @@
+//! Entropic Wasserstein barycenters on a fixed support, for a batch of weight vectors.
+//!
+//! One generalized iteration covers every variant of the paper: the plain scaling
+//! iterations (eq. 6-8), heavy-ball extrapolation (Algorithm 5, τ ≤ 0) and the unbalanced
+//! KL-relaxed barycenter (Algorithm 6, ρ > 0), in the scaling domain or in the log domain
+//! (eq. 22-24, Algorithm 4's forward loop). It is written once over [`Ops`], so the same
+//! code is the fast forward solver ([`Eager`]) and the recorded, differentiable one
+//! ([`crate::tape::Tape`]).
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::ops::{Eager, Ops};
+use crate::real::Real;
+use crate::validate;
+
+/// When to stop the iterations.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Stop {
+    /// Exactly `L` iterations (what learning differentiates, eq. 10).
+    Iterations(usize),
+    /// Until the error falls below `tol`, at most `max_iter` iterations. The error is the
+    /// largest L¹ marginal violation `‖a_s ⊙ K b_s − d_s‖₁` over atoms and barycenters
+    /// (balanced), or the relative sup-norm change of the barycenter (unbalanced, as POT).
+    Tolerance {
+        /// Threshold on the error.
+        tol: f64,
+        /// Iteration cap.
+        max_iter: usize,
+    },
+}
+
+/// Barycenter solver settings: which variant of the generalized iteration to run.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BarycenterConfig {
+    /// Heavy-ball extrapolation τ ≤ 0 (Algorithm 5); 0 is the plain iteration.
+    pub tau: f64,
+    /// KL marginal relaxation ρ > 0 (Algorithm 6); `None` is the balanced barycenter.
+    pub rho: Option<f64>,
+    /// Run in the log domain (eq. 23-24, Algorithm 3 kernels): stable at any γ, slower.
+    pub log_domain: bool,
+    /// Stopping rule.
+    pub stop: Stop,
+}
+
+impl Default for BarycenterConfig {
+    fn default() -> Self {
+        BarycenterConfig {
+            tau: 0.0,
+            rho: None,
+            log_domain: false,
+            stop: Stop::Iterations(100),
+        }
+    }
+}
+
+impl BarycenterConfig {
+    /// Plain scaling iterations, `l` of them.
+    pub fn iterations(l: usize) -> Self {
+        BarycenterConfig {
+            stop: Stop::Iterations(l),
+            ..Default::default()
+        }
+    }
+    /// Iterate until the error is below `tol` (at most `max_iter` iterations).
+    pub fn tolerance(tol: f64, max_iter: usize) -> Self {
+        BarycenterConfig {
+            stop: Stop::Tolerance { tol, max_iter },
+            ..Default::default()
+        }
+    }
+    /// Sets τ.
+    pub fn tau(mut self, tau: f64) -> Self {
+        self.tau = tau;
+        self
+    }
+    /// Sets ρ (unbalanced).
+    pub fn rho(mut self, rho: f64) -> Self {
+        self.rho = Some(rho);
+        self
+    }
+    /// Switches to the log domain.
+    pub fn log_domain(mut self, on: bool) -> Self {
+        self.log_domain = on;
+        self
+    }
+    /// Checks every parameter (τ ≤ 0, ρ > 0, L ≥ 1, tol > 0).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.tau.is_finite() && self.tau <= 0.0) {
+            return Err(Error::InvalidParameter {
+                arg: "tau",
+                requirement: "finite and <= 0",
+                value: self.tau,
+            });
+        }
+        if let Some(rho) = self.rho {
+            validate::positive("rho", rho)?;
+        }
+        match self.stop {
+            Stop::Iterations(0) => Err(Error::InvalidParameter {
+                arg: "iterations",
+                requirement: ">= 1",
+                value: 0.0,
+            }),
+            Stop::Tolerance { tol, .. } if !(tol.is_finite() && tol > 0.0) => {
+                Err(Error::InvalidParameter {
+                    arg: "tol",
+                    requirement: "finite and > 0",
+                    value: tol,
+                })
+            }
+            Stop::Tolerance { max_iter: 0, .. } => Err(Error::InvalidParameter {
+                arg: "max_iter",
+                requirement: ">= 1",
+                value: 0.0,
+            }),
+            _ => Ok(()),
+        }
+    }
+    fn max_iter(&self) -> usize {
+        match self.stop {
+            Stop::Iterations(l) => l,
+            Stop::Tolerance { max_iter, .. } => max_iter,
+        }
+    }
+}
+
+/// The scaling vectors of a barycenter solve, to resume it (warm start, section 4.2).
+///
+/// Both are `N × (S·M)`, column `m·S + s` for atom `s` and barycenter `m`. In the log
+/// domain they hold `log a`, `log b` (the dual potentials divided by γ).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scalings<T: Real> {
+    /// `a` (or `log a`).
+    pub a: Batch<T>,
+    /// `b` (or `log b`).
+    pub b: Batch<T>,
+    /// Whether `a` and `b` are logarithms.
+    pub log: bool,
+}
+
+impl<T: Real> Scalings<T> {
+    /// The cold start `a = b = 1` of Algorithm 5 (`log a = log b = 0` in the log domain).
+    pub fn ones(n: usize, cols: usize, log: bool) -> Self {
+        let v = if log { T::zero() } else { T::one() };
+        Scalings {
+            a: Batch::filled(n, cols, v),
+            b: Batch::filled(n, cols, v),
+            log,
+        }
+    }
+    /// The same state in the requested domain.
+    pub fn to_domain(&self, log: bool) -> Self {
+        match (self.log, log) {
+            (false, true) => Scalings {
+                a: self.a.map(|x| x.ln()),
+                b: self.b.map(|x| x.ln()),
+                log,
+            },
+            (true, false) => Scalings {
+                a: self.a.map(|x| x.exp()),
+                b: self.b.map(|x| x.exp()),
+                log,
+            },
+            _ => self.clone(),
+        }
+    }
+}
+
+/// Result of [`barycenters`].
+#[derive(Clone, Debug)]
+pub struct Barycenters<T: Real> {
+    /// The barycenters, `N × M`, one per weight column.
+    pub p: Batch<T>,
+    /// Final scalings, to warm-start a later call.
+    pub scalings: Scalings<T>,
+    /// Iterations done.
+    pub iterations: usize,
+    /// Final error (see [`Stop::Tolerance`]); computed only in tolerance mode.
+    pub error: Option<f64>,
+}
+
+/// Output of the generic iteration, in any backend.
+pub(crate) struct IterOut<V> {
+    pub p: V,
+    pub a: V,
+    pub b: V,
+    pub iterations: usize,
+    pub error: Option<f64>,
+}
+
+/// Checks atoms (`N × S`) and weights (`S × M`) and returns `(N, S, M)`.
+pub(crate) fn check_inputs<T: Real>(
+    kernel: &dyn Kernel<T>,
+    atoms: &Batch<T>,
+    weights: &Batch<T>,
+    cfg: &BarycenterConfig,
+) -> Result<(usize, usize, usize)> {
+    cfg.validate()?;
+    let n = kernel.nrows();
+    if kernel.ncols() != n {
+        return Err(Error::ShapeMismatch {
+            arg: "kernel",
+            expected: "square (barycenters live on one support)".into(),
+            found: format!("{} x {}", kernel.nrows(), kernel.ncols()),
+        });
+    }
+    validate::rows("atoms", atoms, n)?;
+    let s = atoms.cols();
+    validate::rows("weights", weights, s)?;
+    if cfg.rho.is_none() {
+        validate::simplex_columns("atoms", atoms)?;
+    } else {
+        validate::nonnegative("atoms", atoms)?;
+    }
+    validate::simplex_columns("weights", weights)?;
+    Ok((n, s, weights.cols()))
+}
+
+/// The generalized barycenter iteration, written once for every variant and backend.
+///
+/// Scaling domain (Algorithm 6 with κ = ρ/(ρ+γ), κ = 1 when balanced):
+/// `ã = (d / K b)^κ`, `a = a_prev^τ ã^{1-τ}` (eq. 25),
+/// `p = (Σ_s λ_s (Kᵀa_s)^{1-κ})^{1/(1-κ)}`, or `Π_s (Kᵀa_s)^{λ_s}` when balanced (eq. 7),
+/// `b̃ = (p / Kᵀa)^κ`, `b = b_prev^τ b̃^{1-τ}` (eq. 26). With τ = 0 and κ = 1 this is
+/// exactly eq. 6-8. The log domain runs the same recursion on `u = log a`, `v = log b`
+/// with `log K exp` (eq. 23-24; Algorithm 4's forward loop).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn iterate<T: Real, O: Ops<T>>(
+    ops: &mut O,
+    kernel: &dyn Kernel<T>,
+    atoms: &O::V,
+    weights: &O::V,
+    init: (O::V, O::V),
+    cfg: &BarycenterConfig,
+) -> Result<IterOut<O::V>> {
+    let (s, m) = {
+        let w = ops.value(weights);
+        (w.rows(), w.cols())
+    };
+    let gamma = kernel.gamma().to_f64_();
+    let kappa = cfg.rho.map_or(1.0, |rho| rho / (rho + gamma));
+    let (tau, kap) = (T::of(cfg.tau), T::of(kappa));
+    let balanced = cfg.rho.is_none();
+    let tol = match cfg.stop {
+        Stop::Tolerance { tol, .. } => Some(tol),
+        Stop::Iterations(_) => None,
+    };
+    let solver = if cfg.log_domain {
+        "log-domain barycenter"
+    } else {
+        "barycenter"
+    };
+    let dt = ops.tile(atoms, m);
+    let (mut a, mut b) = init;
+    let mut p: Option<O::V> = None;
+    let mut error = None;
+    let mut done = 0;
+    if cfg.log_domain {
+        let logd = ops.log(&dt);
+        for l in 1..=cfg.max_iter() {
+            let lkb = ops.log_kernel(kernel, &b, false);
+            if let (Some(tol), true, true) = (tol, balanced, l > 1) {
+                let err = marginal_error(ops.value(&a), ops.value(&lkb), ops.value(&dt), true);
+                error = Some(err);
+                if err < tol {
+                    break;
+                }
+            }
+            let mut at = ops.sub(&logd, &lkb);
+            if !balanced {
+                at = ops.scale(&at, kap);
+            }
+            a = mix_log(ops, &a, &at, tau);
+            let lkta = ops.log_kernel(kernel, &a, true);
+            let logp = if balanced {
+                ops.block_dot(&lkta, weights)
+            } else {
+                let c = T::one() - kap;
+                let scaled = ops.scale(&lkta, c);
+                let lse = ops.block_lse(&scaled, weights);
+                ops.scale(&lse, T::one() / c)
+            };
+            let rep = ops.repeat(&logp, s);
+            let mut bt = ops.sub(&rep, &lkta);
+            if !balanced {
+                bt = ops.scale(&bt, kap);
+            }
+            b = mix_log(ops, &b, &bt, tau);
+            let newp = ops.exp(&logp);
+            done = l;
+            if let (Some(tol), false) = (tol, balanced) {
+                let err = change(p.as_ref().map(|q| ops.value(q)), ops.value(&newp));
+                p = Some(newp);
+                error = Some(err);
+                if err < tol {
+                    break;
+                }
+            } else {
+                p = Some(newp);
+            }
+            check_finite(ops.value(p.as_ref().unwrap()), solver, l, tol.is_some())?;
+        }
+    } else {
+        for l in 1..=cfg.max_iter() {
+            let kb = ops.kernel(kernel, &b, false);
+            if let (Some(tol), true, true) = (tol, balanced, l > 1) {
+                let err = marginal_error(ops.value(&a), ops.value(&kb), ops.value(&dt), false);
+                error = Some(err);
+                if err < tol {
+                    break;
+                }
+            }
+            let mut at = ops.div(&dt, &kb);
+            if !balanced {
+                at = ops.powf(&at, kap);
+            }
+            a = mix(ops, &a, &at, tau);
+            let kta = ops.kernel(kernel, &a, true);
+            let newp = if balanced {
+                let lk = ops.log(&kta);
+                let lp = ops.block_dot(&lk, weights);
+                ops.exp(&lp)
+            } else {
+                let c = T::one() - kap;
+                let pw = ops.powf(&kta, c);
+                let sum = ops.block_dot(&pw, weights);
+                ops.powf(&sum, T::one() / c)
+            };
+            let rep = ops.repeat(&newp, s);
+            let mut bt = ops.div(&rep, &kta);
+            if !balanced {
+                bt = ops.powf(&bt, kap);
+            }
+            b = mix(ops, &b, &bt, tau);
+            done = l;
+            if let (Some(tol), false) = (tol, balanced) {
+                let err = change(p.as_ref().map(|q| ops.value(q)), ops.value(&newp));
+                p = Some(newp);
+                error = Some(err);
+                if err < tol {
+                    break;
+                }
+            } else {
+                p = Some(newp);
+            }
+            if tol.is_some() || l == cfg.max_iter() {
+                check_finite(ops.value(p.as_ref().unwrap()), solver, l, true)?;
+            }
+        }
+    }
+    let p = p.expect("max_iter >= 1 was validated");
+    check_finite(ops.value(&p), solver, done, true)?;
+    Ok(IterOut {
+        p,
+        a,
+        b,
+        iterations: done,
+        error,
+    })
+}
+
+/// `prev^τ · new^{1-τ}` (Algorithm 5); exactly `new` when τ = 0.
+fn mix<T: Real, O: Ops<T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
+    if tau == T::zero() {
+        return new.clone();
+    }
+    let x = ops.powf(prev, tau);
+    let y = ops.powf(new, T::one() - tau);
+    ops.mul(&x, &y)
+}
+
+/// `τ·prev + (1-τ)·new`: the heavy-ball step on logarithms.
+fn mix_log<T: Real, O: Ops<T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
+    if tau == T::zero() {
+        return new.clone();
+    }
+    let x = ops.scale(prev, tau);
+    let y = ops.scale(new, T::one() - tau);
+    ops.add(&x, &y)
+}
+
+/// max over columns of `‖a ⊙ Kb − d‖₁` (log inputs when `log`).
+fn marginal_error<T: Real>(a: &Batch<T>, kb: &Batch<T>, d: &Batch<T>, log: bool) -> f64 {
+    (0..d.cols())
+        .map(|j| {
+            a.col(j)
+                .iter()
+                .zip(kb.col(j))
+                .zip(d.col(j))
+                .map(|((&x, &y), &di)| {
+                    let r = if log {
+                        if x == T::neg_infinity() || y == T::neg_infinity() {
+                            T::zero()
+                        } else {
+                            (x + y).exp()
+                        }
+                    } else {
+                        x * y
+                    };
+                    (r - di).abs().to_f64_()
+                })
+                .sum::<f64>()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// POT's relative change `max|p - q| / max(max|p|, max|q|, 1)`.
+fn change<T: Real>(prev: Option<&Batch<T>>, p: &Batch<T>) -> f64 {
+    let Some(q) = prev else { return f64::INFINITY };
+    let mut num = 0.0f64;
+    let mut den = 1.0f64;
+    for (&x, &y) in p.as_slice().iter().zip(q.as_slice()) {
+        num = num.max((x - y).abs().to_f64_());
+        den = den.max(x.abs().to_f64_()).max(y.abs().to_f64_());
+    }
+    num / den
+}
+
+fn check_finite<T: Real>(
+    p: &Batch<T>,
+    solver: &'static str,
+    l: usize,
+    check_mass: bool,
+) -> Result<()> {
+    if let Some((row, col)) = p.first_non_finite() {
+        return Err(Error::Numerical {
+            solver,
+            iteration: l,
+            message: format!(
+                "non-finite barycenter entry at ({row}, {col}): the scalings over- or underflowed; \
+                 use the log-domain variant (`log_domain(true)`) or a larger γ"
+            ),
+        });
+    }
+    if check_mass {
+        if let Some(col) = p.col_sums().iter().position(|&s| s <= T::zero()) {
+            return Err(Error::Numerical {
+                solver,
+                iteration: l,
+                message: format!(
+                    "barycenter {col} has zero mass: the kernel underflowed; use the log-domain \
+                     variant (`log_domain(true)`) or a larger γ"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Barycenters of the atoms (`N × S`, columns in the simplex) for each column of
+/// `weights` (`S × M`, columns in the simplex), on the support of `kernel`.
+///
+/// `warm` resumes from the scalings of an earlier call (section 4.2); otherwise the
+/// iteration starts from `a = b = 1`.
+///
+/// ```
+/// use wassdl::{Batch, BarycenterConfig, Grid, GridKernel, barycenters};
+/// let grid = Grid::new(&[50]).unwrap();
+/// let k = GridKernel::<f64>::new(&grid, 1e-2).unwrap();
+/// // two Diracs at the ends of [0, 1]; their midpoint barycenter sits in the middle
+/// let atoms = Batch::from_fn(50, 2, |i, s| if i == s * 49 { 1.0 } else { 0.0 });
+/// let w = Batch::from_vec(2, 1, vec![0.5, 0.5]);
+/// let out = barycenters(&k, &atoms, &w, &BarycenterConfig::tolerance(1e-9, 10_000), None).unwrap();
+/// let p = out.p.col(0);
+/// let argmax = (0..50).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap();
+/// assert!(argmax == 24 || argmax == 25);
+/// assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+/// ```
+pub fn barycenters<T: Real>(
+    kernel: &dyn Kernel<T>,
+    atoms: &Batch<T>,
+    weights: &Batch<T>,
+    cfg: &BarycenterConfig,
+    warm: Option<&Scalings<T>>,
+) -> Result<Barycenters<T>> {
+    let (n, s, m) = check_inputs(kernel, atoms, weights, cfg)?;
+    let init = match warm {
+        Some(w) => {
+            validate::shape("warm.a", &w.a, n, s * m)?;
+            validate::shape("warm.b", &w.b, n, s * m)?;
+            w.to_domain(cfg.log_domain)
+        }
+        None => Scalings::ones(n, s * m, cfg.log_domain),
+    };
+    let mut ops = Eager;
+    let out = iterate(&mut ops, kernel, atoms, weights, (init.a, init.b), cfg)?;
+    Ok(Barycenters {
+        p: out.p,
+        scalings: Scalings {
+            a: out.a,
+            b: out.b,
+            log: cfg.log_domain,
+        },
+        iterations: out.iterations,
+        error: out.error,
+    })
+}

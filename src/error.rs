@@ -1,0 +1,121 @@
+//! Typed errors. Every variant names the argument that was wrong.
+
+use std::fmt;
+
+/// Everything that can go wrong in wassdl, with the offending argument named.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two arguments whose shapes must agree do not.
+    ShapeMismatch {
+        /// Argument name.
+        arg: &'static str,
+        /// Shape required, as text (e.g. `"100 x 3"`).
+        expected: String,
+        /// Shape given.
+        found: String,
+    },
+    /// An entry is NaN or infinite.
+    NonFinite {
+        /// Argument name.
+        arg: &'static str,
+        /// Row of the first offending entry.
+        row: usize,
+        /// Column of the first offending entry.
+        col: usize,
+    },
+    /// An entry that must be nonnegative is negative.
+    Negative {
+        /// Argument name.
+        arg: &'static str,
+        /// Row of the first offending entry.
+        row: usize,
+        /// Column of the first offending entry.
+        col: usize,
+        /// The value found.
+        value: f64,
+    },
+    /// A histogram (or weight vector) that must sum to one does not.
+    NotNormalized {
+        /// Argument name.
+        arg: &'static str,
+        /// Column of the offending histogram.
+        col: usize,
+        /// Its sum.
+        sum: f64,
+        /// The tolerance on `|sum - 1|` that was applied.
+        tol: f64,
+    },
+    /// A scalar parameter is outside its domain (γ ≤ 0, τ > 0, ρ ≤ 0, L = 0, ...).
+    InvalidParameter {
+        /// Parameter name.
+        arg: &'static str,
+        /// What is required of it.
+        requirement: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// An iteration produced a non-finite value or a vanishing marginal.
+    Numerical {
+        /// Which solver.
+        solver: &'static str,
+        /// Iteration at which it was detected.
+        iteration: usize,
+        /// What happened and what to do about it.
+        message: String,
+    },
+    /// An input/output failure (file missing, unreadable, ...).
+    Io(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ShapeMismatch {
+                arg,
+                expected,
+                found,
+            } => {
+                write!(f, "`{arg}` has shape {found}, expected {expected}")
+            }
+            Error::NonFinite { arg, row, col } => {
+                write!(f, "`{arg}` has a non-finite entry at ({row}, {col})")
+            }
+            Error::Negative {
+                arg,
+                row,
+                col,
+                value,
+            } => {
+                write!(
+                    f,
+                    "`{arg}` has a negative entry {value:e} at ({row}, {col})"
+                )
+            }
+            Error::NotNormalized { arg, col, sum, tol } => write!(
+                f,
+                "`{arg}` column {col} sums to {sum:.17} but must sum to 1 (tolerance {tol:e})"
+            ),
+            Error::InvalidParameter {
+                arg,
+                requirement,
+                value,
+            } => {
+                write!(f, "`{arg}` = {value} is invalid: it must be {requirement}")
+            }
+            Error::Numerical {
+                solver,
+                iteration,
+                message,
+            } => {
+                write!(f, "{solver}: at iteration {iteration}: {message}")
+            }
+            Error::Io(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for `Result<T, wassdl::Error>`.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,184 @@
+//! The whole-matrix operations every barycenter iteration is written in.
+//!
+//! Each Sinkhorn variant is written once, generic over [`Ops`]: run with [`Eager`] it is
+//! the plain forward solver (values only, nothing recorded); run with the reverse-mode
+//! [`crate::tape::Tape`] the same code records a differentiable graph.
+
+use crate::batch::Batch;
+use crate::kernel::{apply_log_new, apply_new, Kernel};
+use crate::real::Real;
+
+/// Operations on batches of column vectors (`N × B` matrices).
+///
+/// Column layout for a batch of `M` barycenters of `S` atoms: column `m·S + s` holds the
+/// scaling of atom `s` for barycenter `m`.
+pub trait Ops<T: Real> {
+    /// A value in this backend (a matrix, or a handle to one on a tape).
+    type V: Clone;
+    /// The numbers behind a value.
+    fn value<'a>(&'a self, v: &'a Self::V) -> &'a Batch<T>;
+    /// A constant (no gradient flows into it).
+    fn constant(&mut self, x: Batch<T>) -> Self::V;
+    /// `K x` (or `Kᵀ x`).
+    fn kernel(&mut self, k: &dyn Kernel<T>, x: &Self::V, transpose: bool) -> Self::V;
+    /// `log(K exp(x))` (or with `Kᵀ`), Algorithm 3.
+    fn log_kernel(&mut self, k: &dyn Kernel<T>, x: &Self::V, transpose: bool) -> Self::V;
+    /// `a + b`.
+    fn add(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
+    /// `a - b`.
+    fn sub(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
+    /// `a ⊙ b`.
+    fn mul(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
+    /// `a ÷ b` elementwise.
+    fn div(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
+    /// `c · a`.
+    fn scale(&mut self, a: &Self::V, c: T) -> Self::V;
+    /// `a^c` elementwise.
+    fn powf(&mut self, a: &Self::V, c: T) -> Self::V;
+    /// `exp(a)` elementwise.
+    fn exp(&mut self, a: &Self::V) -> Self::V;
+    /// `log(a)` elementwise.
+    fn log(&mut self, a: &Self::V) -> Self::V;
+    /// `N × S` → `N × (S·reps)`: column `m·S + s` is column `s` (atoms tiled over a batch).
+    fn tile(&mut self, d: &Self::V, reps: usize) -> Self::V;
+    /// `N × M` → `N × (M·s)`: column `m·s + k` is column `m` (one barycenter per atom slot).
+    fn repeat(&mut self, p: &Self::V, s: usize) -> Self::V;
+    /// `x: N × (S·M)`, `w: S × M` → `N × M`, column `m` = `Σ_s w[s, m] x[:, m·S + s]`.
+    fn block_dot(&mut self, x: &Self::V, w: &Self::V) -> Self::V;
+    /// Same shapes as [`Ops::block_dot`]: column `m` = `log Σ_s w[s, m] exp(x[:, m·S + s])`.
+    fn block_lse(&mut self, x: &Self::V, w: &Self::V) -> Self::V;
+}
+
+/// Forward-only backend: values are plain [`Batch`]es, nothing is recorded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Eager;
+
+pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
+    debug_assert_eq!(a.shape(), b.shape());
+    let data = a
+        .as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .map(|(&x, &y)| f(x, y))
+        .collect();
+    Batch::from_vec(a.rows(), a.cols(), data)
+}
+
+pub(crate) fn tile<T: Real>(d: &Batch<T>, reps: usize) -> Batch<T> {
+    let mut data = Vec::with_capacity(d.rows() * d.cols() * reps);
+    for _ in 0..reps {
+        data.extend_from_slice(d.as_slice());
+    }
+    Batch::from_vec(d.rows(), d.cols() * reps, data)
+}
+
+pub(crate) fn repeat<T: Real>(p: &Batch<T>, s: usize) -> Batch<T> {
+    let mut data = Vec::with_capacity(p.rows() * p.cols() * s);
+    for m in 0..p.cols() {
+        for _ in 0..s {
+            data.extend_from_slice(p.col(m));
+        }
+    }
+    Batch::from_vec(p.rows(), p.cols() * s, data)
+}
+
+pub(crate) fn block_dot<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
+    let (n, s, m) = (x.rows(), w.rows(), w.cols());
+    debug_assert_eq!(x.cols(), s * m);
+    let mut out = Batch::zeros(n, m);
+    for j in 0..m {
+        let o = out.col_mut(j);
+        for k in 0..s {
+            let wk = w.get(k, j);
+            if wk == T::zero() {
+                // 0 · (±∞) must not poison the sum: a zero weight drops the atom.
+                continue;
+            }
+            for (oi, &xi) in o.iter_mut().zip(x.col(j * s + k)) {
+                *oi += wk * xi;
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn block_lse<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
+    let (n, s, m) = (x.rows(), w.rows(), w.cols());
+    let mut out = Batch::zeros(n, m);
+    for j in 0..m {
+        for i in 0..n {
+            let mx = (0..s)
+                .filter(|&k| w.get(k, j) > T::zero())
+                .fold(T::neg_infinity(), |a, k| a.max(x.get(i, j * s + k)));
+            let v = if mx == T::neg_infinity() || !mx.is_finite() {
+                mx
+            } else {
+                let sum = (0..s).fold(T::zero(), |acc, k| {
+                    let wk = w.get(k, j);
+                    if wk > T::zero() {
+                        acc + wk * (x.get(i, j * s + k) - mx).exp()
+                    } else {
+                        acc
+                    }
+                });
+                mx + sum.ln()
+            };
+            out.set(i, j, v);
+        }
+    }
+    out
+}
+
+impl<T: Real> Ops<T> for Eager {
+    type V = Batch<T>;
+    fn value<'a>(&'a self, v: &'a Batch<T>) -> &'a Batch<T> {
+        v
+    }
+    fn constant(&mut self, x: Batch<T>) -> Batch<T> {
+        x
+    }
+    fn kernel(&mut self, k: &dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
+        apply_new(k, x, transpose)
+    }
+    fn log_kernel(&mut self, k: &dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
+        apply_log_new(k, x, transpose)
+    }
+    fn add(&mut self, a: &Batch<T>, b: &Batch<T>) -> Batch<T> {
+        zip_map(a, b, |x, y| x + y)
+    }
+    fn sub(&mut self, a: &Batch<T>, b: &Batch<T>) -> Batch<T> {
+        zip_map(a, b, |x, y| x - y)
+    }
+    fn mul(&mut self, a: &Batch<T>, b: &Batch<T>) -> Batch<T> {
+        zip_map(a, b, |x, y| x * y)
+    }
+    fn div(&mut self, a: &Batch<T>, b: &Batch<T>) -> Batch<T> {
+        zip_map(a, b, |x, y| x / y)
+    }
+    fn scale(&mut self, a: &Batch<T>, c: T) -> Batch<T> {
+        a.map(|x| c * x)
+    }
+    fn powf(&mut self, a: &Batch<T>, c: T) -> Batch<T> {
+        a.map(|x| x.powf(c))
+    }
+    fn exp(&mut self, a: &Batch<T>) -> Batch<T> {
+        let mut out = a.clone();
+        T::exp_slice(out.as_mut_slice());
+        out
+    }
+    fn log(&mut self, a: &Batch<T>) -> Batch<T> {
+        a.map(|x| x.ln())
+    }
+    fn tile(&mut self, d: &Batch<T>, reps: usize) -> Batch<T> {
+        tile(d, reps)
+    }
+    fn repeat(&mut self, p: &Batch<T>, s: usize) -> Batch<T> {
+        repeat(p, s)
+    }
+    fn block_dot(&mut self, x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
+        block_dot(x, w)
+    }
+    fn block_lse(&mut self, x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
+        block_lse(x, w)
+    }
+}

@@ -1,0 +1,79 @@
+//! The scalar trait: everything in wassdl is generic over `f32` and `f64`.
+
+use faer::traits::RealField;
+use num_traits::Float;
+use std::fmt::{Debug, Display};
+
+/// A floating-point scalar usable by every solver: `f32` or `f64`.
+///
+/// Combines faer's [`RealField`] (needed by its GEMM) with [`num_traits::Float`]
+/// (elementwise math), and adds the slice-level exponentials that the log-domain
+/// kernels spend their time in, so each precision can dispatch to its vectorized
+/// implementation in [`crate::vexp`].
+pub trait Real:
+    RealField
+    + Float
+    + Copy
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::ops::DivAssign
+    + std::iter::Sum
+    + 'static
+{
+    /// Converts an `f64` constant (rounding for `f32`).
+    fn of(x: f64) -> Self;
+    /// Widens to `f64` (exact).
+    fn to_f64_(self) -> f64;
+    /// Name of the type, for messages and serialized models.
+    const NAME: &'static str;
+    /// `x[i] = exp(x[i])`, vectorized.
+    fn exp_slice(x: &mut [Self]);
+    /// `sum_i exp(x[i] - shift)`, vectorized.
+    fn sum_exp_shift(x: &[Self], shift: Self) -> Self;
+    /// `sum_i w[i] exp(x[i] - shift)`, vectorized.
+    fn dot_exp_shift(w: &[Self], x: &[Self], shift: Self) -> Self;
+}
+
+impl Real for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn to_f64_(self) -> f64 {
+        self
+    }
+    const NAME: &'static str = "f64";
+    fn exp_slice(x: &mut [Self]) {
+        crate::vexp::exp_inplace_f64(x)
+    }
+    fn sum_exp_shift(x: &[Self], shift: Self) -> Self {
+        crate::vexp::sum_exp_shift_f64(x, shift)
+    }
+    fn dot_exp_shift(w: &[Self], x: &[Self], shift: Self) -> Self {
+        crate::vexp::dot_exp_shift_f64(w, x, shift)
+    }
+}
+
+impl Real for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64_(self) -> f64 {
+        self as f64
+    }
+    const NAME: &'static str = "f32";
+    fn exp_slice(x: &mut [Self]) {
+        crate::vexp::exp_inplace_f32(x)
+    }
+    fn sum_exp_shift(x: &[Self], shift: Self) -> Self {
+        crate::vexp::sum_exp_shift_f32(x, shift)
+    }
+    fn dot_exp_shift(w: &[Self], x: &[Self], shift: Self) -> Self {
+        crate::vexp::dot_exp_shift_f32(w, x, shift)
+    }
+}

@@ -1,0 +1,263 @@
+//! Entropic optimal transport between histograms (eq. 3-4), batched over pairs.
+
+use crate::barycenter::Stop;
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::kernel::{apply_log_new, apply_new, Kernel};
+use crate::real::Real;
+use crate::validate;
+
+/// Sinkhorn settings.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SinkhornConfig {
+    /// Log-domain iterations (stable at any γ).
+    pub log_domain: bool,
+    /// Stopping rule; the error is the L¹ violation of the second marginal `‖Tᵀ1 − b‖₁`
+    /// (the first holds exactly after each half-step), max over pairs.
+    pub stop: Stop,
+    /// Also return the dense plans (never built otherwise).
+    pub plan: bool,
+}
+
+impl Default for SinkhornConfig {
+    fn default() -> Self {
+        SinkhornConfig {
+            log_domain: false,
+            stop: Stop::Tolerance {
+                tol: 1e-9,
+                max_iter: 10_000,
+            },
+            plan: false,
+        }
+    }
+}
+
+/// Result of [`sinkhorn`], one entry (or column) per pair.
+#[derive(Clone, Debug)]
+pub struct OtSolution<T: Real> {
+    /// Regularized cost `⟨T, C⟩ + γ Σ T(log T − 1)` (eq. 3, POT's convention for H).
+    pub cost: Vec<T>,
+    /// Transport cost `⟨T, C⟩`.
+    pub transport_cost: Vec<T>,
+    /// Dual potential `f = γ log u` (`n1 × B`); `-∞` where `a` is zero.
+    pub f: Batch<T>,
+    /// Dual potential `g = γ log v` (`n2 × B`).
+    pub g: Batch<T>,
+    /// Iterations done.
+    pub iterations: usize,
+    /// Final marginal error (always computed).
+    pub error: f64,
+    /// Dense plans `T = diag(u) K diag(v)` (`n1 × n2` each), if asked for.
+    pub plans: Option<Vec<Batch<T>>>,
+}
+
+/// Entropic OT between the columns of `a` (`n1 × B`) and `b` (`n2 × B`) with the kernel's
+/// cost, by Sinkhorn's iterations (eq. 4), `u = a / K v`, `v = b / Kᵀ u`, from `v = 1`
+/// or from the potentials `warm = (f, g)` of an earlier call.
+///
+/// ```
+/// use wassdl::{Batch, DenseKernel, SinkhornConfig, sinkhorn};
+/// let c = faer::Mat::from_fn(3, 3, |i, j| ((i as f64) - (j as f64)).powi(2));
+/// let k = DenseKernel::new(c.as_ref(), 0.1).unwrap();
+/// let a = Batch::from_vec(3, 1, vec![0.5, 0.5, 0.0]);
+/// let b = Batch::from_vec(3, 1, vec![0.0, 0.5, 0.5]);
+/// let ot = sinkhorn(&k, &a, &b, &SinkhornConfig::default(), None).unwrap();
+/// assert!((ot.transport_cost[0] - 1.0).abs() < 1e-3); // every unit of mass moves by one cell
+/// ```
+pub fn sinkhorn<T: Real>(
+    kernel: &dyn Kernel<T>,
+    a: &Batch<T>,
+    b: &Batch<T>,
+    cfg: &SinkhornConfig,
+    warm: Option<(&Batch<T>, &Batch<T>)>,
+) -> Result<OtSolution<T>> {
+    let (n1, n2) = (kernel.nrows(), kernel.ncols());
+    validate::rows("a", a, n1)?;
+    validate::shape("b", b, n2, a.cols())?;
+    validate::simplex_columns("a", a)?;
+    validate::simplex_columns("b", b)?;
+    let (tol, max_iter) = match cfg.stop {
+        Stop::Iterations(0) => {
+            return Err(Error::InvalidParameter {
+                arg: "iterations",
+                requirement: ">= 1",
+                value: 0.0,
+            })
+        }
+        Stop::Iterations(l) => (None, l),
+        Stop::Tolerance { tol, max_iter } => {
+            validate::positive("tol", tol)?;
+            (Some(tol), max_iter.max(1))
+        }
+    };
+    let gamma = kernel.gamma();
+    let bcols = a.cols();
+    // Work with log scalings lu = f/γ, lv = g/γ in the log domain, u, v otherwise.
+    let (mut u, mut v) = match warm {
+        Some((f, g)) => {
+            validate::shape("warm.f", f, n1, bcols)?;
+            validate::shape("warm.g", g, n2, bcols)?;
+            let (lu, lv) = (f.map(|x| x / gamma), g.map(|x| x / gamma));
+            if cfg.log_domain {
+                (lu, lv)
+            } else {
+                (lu.map(|x| x.exp()), lv.map(|x| x.exp()))
+            }
+        }
+        None => {
+            let init = if cfg.log_domain { T::zero() } else { T::one() };
+            (
+                Batch::filled(n1, bcols, init),
+                Batch::filled(n2, bcols, init),
+            )
+        }
+    };
+    let (loga, logb) = (a.map(|x| x.ln()), b.map(|x| x.ln()));
+    let mut err = f64::INFINITY;
+    let mut iterations = 0;
+    for l in 1..=max_iter {
+        if cfg.log_domain {
+            let lkv = apply_log_new(kernel, &v, false);
+            u = zip(
+                &loga,
+                &lkv,
+                |x, y| if x == T::neg_infinity() { x } else { x - y },
+            );
+            let lktu = apply_log_new(kernel, &u, true);
+            err = l1_error(&v, &lktu, b, true);
+            v = zip(
+                &logb,
+                &lktu,
+                |x, y| if x == T::neg_infinity() { x } else { x - y },
+            );
+        } else {
+            let kv = apply_new(kernel, &v, false);
+            u = zip(a, &kv, |x, y| if x == T::zero() { x } else { x / y });
+            let ktu = apply_new(kernel, &u, true);
+            err = l1_error(&v, &ktu, b, false);
+            v = zip(b, &ktu, |x, y| if x == T::zero() { x } else { x / y });
+        }
+        iterations = l;
+        if let Some((row, col)) = u
+            .first_non_finite()
+            .or(v.first_non_finite())
+            .filter(|_| !cfg.log_domain)
+        {
+            return Err(Error::Numerical {
+                solver: "sinkhorn",
+                iteration: l,
+                message: format!(
+                    "non-finite scaling at ({row}, {col}): the kernel underflowed; use the log domain or a larger γ"
+                ),
+            });
+        }
+        if tol.is_some_and(|t| err < t) {
+            break;
+        }
+    }
+    if !err.is_finite() {
+        return Err(Error::Numerical {
+            solver: "sinkhorn",
+            iteration: iterations,
+            message: "the marginal error is not finite; use the log domain or a larger γ".into(),
+        });
+    }
+    let (lu, lv) = if cfg.log_domain {
+        (u, v)
+    } else {
+        (u.map(|x| x.ln()), v.map(|x| x.ln()))
+    };
+    let f = lu.map(|x| x * gamma);
+    let g = lv.map(|x| x * gamma);
+    // Marginals of the final plan, in the log domain to stay finite.
+    let r = zip(&lu, &apply_log_new(kernel, &lv, false), add_log).map(exp0);
+    let c = zip(&lv, &apply_log_new(kernel, &lu, true), add_log).map(exp0);
+    let mut transport_cost = Vec::with_capacity(bcols);
+    let mut cost = Vec::with_capacity(bcols);
+    for j in 0..bcols {
+        let tc = transport_cost_log(kernel, lu.col(j), lv.col(j));
+        // γ Σ T log T = ⟨f, T1⟩ + ⟨g, Tᵀ1⟩ − ⟨T, C⟩, so the objective needs no plan.
+        let dot = |p: &[T], m: &[T]| {
+            p.iter().zip(m).fold(
+                T::zero(),
+                |s, (&pi, &mi)| if mi == T::zero() { s } else { s + pi * mi },
+            )
+        };
+        let mass: T = r.col(j).iter().fold(T::zero(), |s, &x| s + x);
+        cost.push(dot(f.col(j), r.col(j)) + dot(g.col(j), c.col(j)) - gamma * mass);
+        transport_cost.push(tc);
+    }
+    let plans = cfg.plan.then(|| {
+        let cm = kernel.cost_matrix();
+        (0..bcols)
+            .map(|j| {
+                Batch::from_fn(n1, n2, |i, k| {
+                    exp0(lu.get(i, j) + lv.get(k, j) - cm.get(i, k) / gamma)
+                })
+            })
+            .collect()
+    });
+    Ok(OtSolution {
+        cost,
+        transport_cost,
+        f,
+        g,
+        iterations,
+        error: err,
+        plans,
+    })
+}
+
+fn zip<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
+    crate::ops::zip_map(a, b, f)
+}
+
+fn add_log<T: Real>(x: T, y: T) -> T {
+    if x == T::neg_infinity() || y == T::neg_infinity() {
+        T::neg_infinity()
+    } else {
+        x + y
+    }
+}
+
+fn exp0<T: Real>(x: T) -> T {
+    if x == T::neg_infinity() {
+        T::zero()
+    } else {
+        x.exp()
+    }
+}
+
+/// `max_col ‖v ⊙ Kᵀu − b‖₁` (log inputs when `log`).
+fn l1_error<T: Real>(v: &Batch<T>, ktu: &Batch<T>, b: &Batch<T>, log: bool) -> f64 {
+    (0..b.cols())
+        .map(|j| {
+            v.col(j)
+                .iter()
+                .zip(ktu.col(j))
+                .zip(b.col(j))
+                .map(|((&x, &y), &bi)| {
+                    let m = if log { exp0(add_log(x, y)) } else { x * y };
+                    (m - bi).abs().to_f64_()
+                })
+                .sum::<f64>()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `⟨T, C⟩` for `T = diag(e^lu) K diag(e^lv)`, shifting each side by its max so the
+/// products stay finite: exact for the entries that carry the mass.
+fn transport_cost_log<T: Real>(kernel: &dyn Kernel<T>, lu: &[T], lv: &[T]) -> T {
+    let su = lu.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+    let sv = lv.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+    let ut = Batch::from_vec(lu.len(), 1, lu.iter().map(|&x| exp0(x - su)).collect());
+    let vt = Batch::from_vec(lv.len(), 1, lv.iter().map(|&x| exp0(x - sv)).collect());
+    let mut kcv = Batch::zeros(lu.len(), 1);
+    kernel.apply_cost(&vt, &mut kcv);
+    let s = ut
+        .as_slice()
+        .iter()
+        .zip(kcv.as_slice())
+        .fold(T::zero(), |a, (&x, &y)| a + x * y);
+    s * (su + sv).exp()
+}

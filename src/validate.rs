@@ -1,0 +1,85 @@
+//! Input validation shared by every entry point, so each check exists once.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::real::Real;
+
+/// Tolerance on `|Σ x - 1|` for inputs that must be probability vectors: a histogram
+/// normalized in `f32` and handed over carries up to about `n · ε₃₂` of rounding, so the
+/// check allows `√n · 1e-6` (f32 data of 10⁶ bins still passes; a forgotten
+/// normalization, off by far more, does not).
+pub fn simplex_tol(n: usize) -> f64 {
+    1e-6 * (n.max(1) as f64).sqrt()
+}
+
+/// `value > 0` and finite.
+pub fn positive<T: Real>(arg: &'static str, value: T) -> Result<()> {
+    if value.is_finite() && value > T::zero() {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            arg,
+            requirement: "finite and > 0",
+            value: value.to_f64_(),
+        })
+    }
+}
+
+/// Every entry finite and `>= 0`.
+pub fn nonnegative<T: Real>(arg: &'static str, x: &Batch<T>) -> Result<()> {
+    if let Some((row, col)) = x.first_non_finite() {
+        return Err(Error::NonFinite { arg, row, col });
+    }
+    if let Some(k) = x.as_slice().iter().position(|&v| v < T::zero()) {
+        let rows = x.rows().max(1);
+        return Err(Error::Negative {
+            arg,
+            row: k % rows,
+            col: k / rows,
+            value: x.as_slice()[k].to_f64_(),
+        });
+    }
+    Ok(())
+}
+
+/// Nonnegative, finite, and every column sums to one within [`simplex_tol`].
+pub fn simplex_columns<T: Real>(arg: &'static str, x: &Batch<T>) -> Result<()> {
+    nonnegative(arg, x)?;
+    let tol = simplex_tol(x.rows());
+    for (col, s) in x.col_sums().into_iter().enumerate() {
+        let s = s.to_f64_();
+        if (s - 1.0).abs() > tol {
+            return Err(Error::NotNormalized {
+                arg,
+                col,
+                sum: s,
+                tol,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `x` has exactly `rows × cols`.
+pub fn shape<T: Real>(arg: &'static str, x: &Batch<T>, rows: usize, cols: usize) -> Result<()> {
+    if x.rows() != rows || x.cols() != cols {
+        return Err(Error::ShapeMismatch {
+            arg,
+            expected: format!("{rows} x {cols}"),
+            found: format!("{} x {}", x.rows(), x.cols()),
+        });
+    }
+    Ok(())
+}
+
+/// `x.rows() == rows` (any number of columns, at least one).
+pub fn rows<T: Real>(arg: &'static str, x: &Batch<T>, rows: usize) -> Result<()> {
+    if x.rows() != rows || x.cols() == 0 {
+        return Err(Error::ShapeMismatch {
+            arg,
+            expected: format!("{rows} x (>= 1)"),
+            found: format!("{} x {}", x.rows(), x.cols()),
+        });
+    }
+    Ok(())
+}
