@@ -226,9 +226,9 @@ pub(crate) fn check_inputs<T: Real>(
 /// exactly eq. 6-8. The log domain runs the same recursion on `u = log a`, `v = log b`
 /// with `log K exp` (eq. 23-24; Algorithm 4's forward loop).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn iterate<T: Real, O: Ops<T>>(
+pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
     ops: &mut O,
-    kernel: &dyn Kernel<T>,
+    kernel: &'k dyn Kernel<T>,
     atoms: &O::V,
     weights: &O::V,
     init: (O::V, O::V),
@@ -361,7 +361,7 @@ pub(crate) fn iterate<T: Real, O: Ops<T>>(
 }
 
 /// `prev^τ · new^{1-τ}` (Algorithm 5); exactly `new` when τ = 0.
-fn mix<T: Real, O: Ops<T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
+fn mix<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
     if tau == T::zero() {
         return new.clone();
     }
@@ -371,7 +371,7 @@ fn mix<T: Real, O: Ops<T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V
 }
 
 /// `τ·prev + (1-τ)·new`: the heavy-ball step on logarithms.
-fn mix_log<T: Real, O: Ops<T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
+fn mix_log<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
     if tau == T::zero() {
         return new.clone();
     }

@@ -65,7 +65,8 @@ pub struct EmdSolution {
     /// Dual potential on the source side, length `a.len()`.
     ///
     /// Together with [`g`](Self::g): `f[i] + g[j] <= C[i][j]` for all `i, j` (up to a
-    /// tolerance of order `1e-14 * max|C|`), with equality on the plan support, and
+    /// tolerance of about `1.4e-14` times the magnitude of the costs and potentials
+    /// involved), with equality on the plan support (up to rounding), and
     /// `cost == <a, f> + <b, g>` (with `b` rescaled as described in [`emd`]). See the
     /// type-level docs for the normalisation.
     pub f: Vec<f64>,
@@ -204,7 +205,11 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
         return Err(EmdError::Empty);
     }
     if n1.checked_mul(n2) != Some(cost.len()) {
-        return Err(EmdError::ShapeMismatch { n1, n2, cost_len: cost.len() });
+        return Err(EmdError::ShapeMismatch {
+            n1,
+            n2,
+            cost_len: cost.len(),
+        });
     }
     for (which, v) in [("a", a), ("b", b), ("cost", cost)] {
         if let Some(index) = v.iter().position(|x| !x.is_finite()) {
@@ -228,9 +233,20 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
         // Nothing to move: any (f, g) with f_i + g_j <= C_ij is optimal.
         let g = vec![0.0; n2];
         let f = (0..n1)
-            .map(|i| cost[i * n2..(i + 1) * n2].iter().copied().fold(f64::INFINITY, f64::min))
+            .map(|i| {
+                cost[i * n2..(i + 1) * n2]
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+            })
             .collect();
-        return Ok(EmdSolution { cost: 0.0, plan: Vec::new(), f, g, iterations: 0 });
+        return Ok(EmdSolution {
+            cost: 0.0,
+            plan: Vec::new(),
+            f,
+            g,
+            iterations: 0,
+        });
     }
 
     let scale_b = sum_a / sum_b;
@@ -263,7 +279,11 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
     } else {
         Cow::Borrowed(cost)
     };
-    let art_cost = if cmax == 0.0 { 1.0 } else { nodes_f * cmax * cost_scale };
+    let art_cost = if cmax == 0.0 {
+        1.0
+    } else {
+        nodes_f * cmax * cost_scale
+    };
 
     let supply_a: Vec<f64> = rows.iter().map(|&i| a[i]).collect();
     let supply_b: Vec<f64> = cols.iter().map(|&j| b_resc[j]).collect();
@@ -275,7 +295,11 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
     let mut plan = Vec::with_capacity(m1 + m2);
     for (&e, &mass) in ns.pred[..ns.root].iter().zip(&flows) {
         if e < ns.n_real && mass > 0.0 {
-            plan.push(PlanEntry { i: rows[e / m2], j: cols[e % m2], mass });
+            plan.push(PlanEntry {
+                i: rows[e / m2],
+                j: cols[e % m2],
+                mass,
+            });
         }
     }
     plan.sort_unstable_by_key(|p| (p.i, p.j));
@@ -295,11 +319,18 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
     // c-transforms for the dropped points (see the docs above): columns against the
     // active rows first, then rows against every column, so all pairs stay feasible.
     for j in (0..n2).filter(|&j| b_resc[j] <= 0.0) {
-        g[j] = rows.iter().map(|&i| cost[i * n2 + j] - f[i]).fold(f64::INFINITY, f64::min);
+        g[j] = rows
+            .iter()
+            .map(|&i| cost[i * n2 + j] - f[i])
+            .fold(f64::INFINITY, f64::min);
     }
     for i in (0..n1).filter(|&i| a[i] <= 0.0) {
         let row = &cost[i * n2..(i + 1) * n2];
-        f[i] = row.iter().zip(&g).map(|(&c, &gj)| c - gj).fold(f64::INFINITY, f64::min);
+        f[i] = row
+            .iter()
+            .zip(&g)
+            .map(|(&c, &gj)| c - gj)
+            .fold(f64::INFINITY, f64::min);
     }
     // POT's `center_ot_dual`: the constant that equalises <a, f> and <b, g>.
     let af = neumaier_sum(a.iter().zip(&f).map(|(&x, &y)| x * y));
@@ -308,7 +339,13 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
     f.iter_mut().for_each(|x| *x += shift);
     g.iter_mut().for_each(|x| *x -= shift);
 
-    Ok(EmdSolution { cost: total_cost, plan, f, g, iterations: ns.iterations })
+    Ok(EmdSolution {
+        cost: total_cost,
+        plan,
+        f,
+        g,
+        iterations: ns.iterations,
+    })
 }
 
 /// Euclidean projection of `v` onto the probability simplex
@@ -371,7 +408,8 @@ fn neumaier_sum(it: impl Iterator<Item = f64>) -> f64 {
 /// artificial arcs, which is feasible and strongly feasible.
 ///
 /// The basis is a spanning tree stored as parent/thread/reverse-thread/subtree-size/
-/// last-successor arrays (the "augmented threaded index" of Glover, Klingman & Barr).
+/// last-successor arrays (the "augmented threaded index" of Glover, Klingman & Stutz
+/// 1974).
 /// Since real arcs are uncapacitated and artificial arcs never re-enter, every
 /// non-tree arc has zero flow, so the flow is kept per node: `flow[u]` is the flow on
 /// `pred[u]`, the tree arc joining `u` to `parent[u]` (no `O(n1 n2)` flow or state
@@ -431,7 +469,12 @@ impl<'c> NetworkSimplex<'c> {
             root,
             cost,
             art_cost,
-            supply: a.iter().copied().chain(b.iter().map(|&x| -x)).chain([0.0]).collect(),
+            supply: a
+                .iter()
+                .copied()
+                .chain(b.iter().map(|&x| -x))
+                .chain([0.0])
+                .collect(),
             pi: vec![0.0; n + 1],
             parent: vec![root; n + 1],
             pred: vec![NONE; n + 1],
@@ -525,7 +568,9 @@ impl<'c> NetworkSimplex<'c> {
                 continue;
             }
             if self.iterations >= max_iter {
-                return Err(EmdError::MaxIterations { iterations: self.iterations });
+                return Err(EmdError::MaxIterations {
+                    iterations: self.iterations,
+                });
             }
             self.iterations += 1;
             self.find_join_node();
@@ -585,7 +630,10 @@ impl<'c> NetworkSimplex<'c> {
             if cnt == 0 || remaining == 0 {
                 if best != NONE {
                     let (s, t) = (best / m2, m1 + best % m2);
-                    let scale = self.cost[best].abs().max(self.pi[s].abs()).max(self.pi[t].abs());
+                    let scale = self.cost[best]
+                        .abs()
+                        .max(self.pi[s].abs())
+                        .max(self.pi[t].abs());
                     if min < -RC_RTOL * scale {
                         self.in_arc = best;
                         self.next_row = i;
@@ -662,7 +710,10 @@ impl<'c> NetworkSimplex<'c> {
         }
         // There is no directed cycle in this network (sources only send, sinks only
         // receive), so some cycle arc always blocks.
-        assert!(u_out != NONE, "network simplex: unbounded pivot cycle (internal error)");
+        assert!(
+            u_out != NONE,
+            "network simplex: unbounded pivot cycle (internal error)"
+        );
         self.delta = delta;
         self.u_out = u_out;
         if from_first {
@@ -781,8 +832,11 @@ impl<'c> NetworkSimplex<'c> {
         self.succ_num[u_in] = old_succ_num;
 
         // Last successors above v_in and v_out, up to the apex at most.
-        let (up_limit_in, up_limit_out) =
-            if self.last_succ[join] == v_in { (NONE, join) } else { (join, NONE) };
+        let (up_limit_in, up_limit_out) = if self.last_succ[join] == v_in {
+            (NONE, join)
+        } else {
+            (join, NONE)
+        };
         let ls_out = self.last_succ[u_out];
         u = v_in;
         while u != up_limit_in && u != NONE && self.last_succ[u] == v_in {
@@ -833,11 +887,12 @@ impl<'c> NetworkSimplex<'c> {
 
     /// Recomputes all potentials from the tree in thread (preorder) order.
     ///
-    /// If all arcs at the root are of the same kind (the usual case: at optimality only
-    /// zero-cost source arcs can remain, since a zero-flow `root -> sink` arc would
-    /// break strong feasibility), their cost is a common offset of every potential and
-    /// is dropped, so the potentials stay of the size of the real costs instead of the
-    /// big M. Only real arcs are ever priced, so a common offset changes nothing.
+    /// If all arcs at the root are of the same kind, their cost is a common offset of
+    /// every potential and is dropped, so the potentials stay of the size of the real
+    /// costs instead of the big M. That is the usual case near optimality: a zero-flow
+    /// `root -> sink` arc would break strong feasibility, so only the rounding-level
+    /// mass imbalance can keep such an arc, and source arcs cost 0. Only real arcs are
+    /// ever priced, so a common offset changes nothing.
     fn refresh_potentials(&mut self) {
         let root = self.root;
         let mut has_src = false;
@@ -856,8 +911,16 @@ impl<'c> NetworkSimplex<'c> {
         let mut u = self.thread[root];
         while u != root {
             let p = self.parent[u];
-            let c = if p == root && drop_offset { 0.0 } else { self.arc_cost(self.pred[u]) };
-            self.pi[u] = if self.fwd[u] { self.pi[p] - c } else { self.pi[p] + c };
+            let c = if p == root && drop_offset {
+                0.0
+            } else {
+                self.arc_cost(self.pred[u])
+            };
+            self.pi[u] = if self.fwd[u] {
+                self.pi[p] - c
+            } else {
+                self.pi[p] + c
+            };
             u = self.thread[u];
         }
     }
@@ -883,7 +946,11 @@ impl<'c> NetworkSimplex<'c> {
             let p = self.parent[u];
             acc[p] += acc[u];
             let through = if self.fwd[u] { acc[u] } else { -acc[u] };
-            out[u] = if self.flow[u] == 0.0 { 0.0 } else { through.max(0.0) };
+            out[u] = if self.flow[u] == 0.0 {
+                0.0
+            } else {
+                through.max(0.0)
+            };
         }
         out
     }

@@ -42,18 +42,24 @@
 
 pub mod barycenter;
 mod batch;
+pub mod emd;
 mod error;
+pub mod gradient;
 pub mod kernel;
+pub mod loss;
 mod ops;
 mod real;
 pub mod sinkhorn;
+pub mod tape;
 pub mod validate;
 pub mod vexp;
 
 pub use barycenter::{barycenters, BarycenterConfig, Barycenters, Scalings, Stop};
 pub use batch::Batch;
 pub use error::{Error, Result};
+pub use gradient::{loss_and_grad, GradOptions, GradientMethod, LossGrad};
 pub use kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel};
+pub use loss::Loss;
 pub use ops::{Eager, Ops};
 pub use real::Real;
 pub use sinkhorn::{sinkhorn, OtSolution, SinkhornConfig};

@@ -12,7 +12,7 @@ use crate::real::Real;
 ///
 /// Column layout for a batch of `M` barycenters of `S` atoms: column `m·S + s` holds the
 /// scaling of atom `s` for barycenter `m`.
-pub trait Ops<T: Real> {
+pub trait Ops<'k, T: Real> {
     /// A value in this backend (a matrix, or a handle to one on a tape).
     type V: Clone;
     /// The numbers behind a value.
@@ -20,9 +20,9 @@ pub trait Ops<T: Real> {
     /// A constant (no gradient flows into it).
     fn constant(&mut self, x: Batch<T>) -> Self::V;
     /// `K x` (or `Kᵀ x`).
-    fn kernel(&mut self, k: &dyn Kernel<T>, x: &Self::V, transpose: bool) -> Self::V;
+    fn kernel(&mut self, k: &'k dyn Kernel<T>, x: &Self::V, transpose: bool) -> Self::V;
     /// `log(K exp(x))` (or with `Kᵀ`), Algorithm 3.
-    fn log_kernel(&mut self, k: &dyn Kernel<T>, x: &Self::V, transpose: bool) -> Self::V;
+    fn log_kernel(&mut self, k: &'k dyn Kernel<T>, x: &Self::V, transpose: bool) -> Self::V;
     /// `a + b`.
     fn add(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
     /// `a - b`.
@@ -129,7 +129,7 @@ pub(crate) fn block_lse<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
     out
 }
 
-impl<T: Real> Ops<T> for Eager {
+impl<'k, T: Real> Ops<'k, T> for Eager {
     type V = Batch<T>;
     fn value<'a>(&'a self, v: &'a Batch<T>) -> &'a Batch<T> {
         v
@@ -137,10 +137,10 @@ impl<T: Real> Ops<T> for Eager {
     fn constant(&mut self, x: Batch<T>) -> Batch<T> {
         x
     }
-    fn kernel(&mut self, k: &dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
+    fn kernel(&mut self, k: &'k dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
         apply_new(k, x, transpose)
     }
-    fn log_kernel(&mut self, k: &dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
+    fn log_kernel(&mut self, k: &'k dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
         apply_log_new(k, x, transpose)
     }
     fn add(&mut self, a: &Batch<T>, b: &Batch<T>) -> Batch<T> {

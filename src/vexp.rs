@@ -177,78 +177,70 @@ type PortableMulAdd = Unfused;
 #[inline(always)]
 fn exp_lane_f64<M: MulAdd>(x: f64) -> f64 {
     use c64::*;
-    // Inputs whose result rounds to zero are replaced by a harmless value and their result
-    // is selected as +0 at the end: letting the final multiplication underflow instead costs
-    // a microcode assist on some CPUs (3x slower on AMD Zen 4). NaN compares false and falls
-    // through both selects unchanged.
+    // Inputs below LO (result +0) get their second scale factor set to 0 below, so that
+    // their result is an exact +0 without an underflowing multiplication (underflow and
+    // subnormal results cost a microcode assist on some CPUs: 2-3x slower on AMD Zen 4).
     let zero = x < LO;
-    let x = if zero { 0.0 } else { x };
-    let x = if HI < x { HI } else { x };
+    // Clamp, written so that a NaN `x` falls through both selects unchanged (maxpd/minpd).
+    let xc = if LO > x { LO } else { x };
+    let xc = if HI < xc { HI } else { xc };
     // k = round(x / ln2), held both as a float and in the low mantissa bits of `t`.
-    let t = M::f64(x, LOG2E, SHIFTER);
+    let t = M::f64(xc, LOG2E, SHIFTER);
     let kf = t - SHIFTER;
     // r = x - k ln2 (the first step is exact).
-    let r = M::f64(kf, -LN2_HI, x);
+    let r = M::f64(kf, -LN2_HI, xc);
     let r = M::f64(kf, -LN2_LO, r);
-    // exp(r) = 1 + r + r^2 P(r).
-    let mut p = P[9];
-    p = M::f64(p, r, P[8]);
-    p = M::f64(p, r, P[7]);
-    p = M::f64(p, r, P[6]);
-    p = M::f64(p, r, P[5]);
-    p = M::f64(p, r, P[4]);
-    p = M::f64(p, r, P[3]);
-    p = M::f64(p, r, P[2]);
-    p = M::f64(p, r, P[1]);
-    p = M::f64(p, r, P[0]);
+    // exp(r) - 1 = r + r^2 P(r), P evaluated with Estrin's scheme (dependency depth 4).
     let r2 = r * r;
-    let e = 1.0 + M::f64(r2, p, r);
-    // 2^k = 2^k1 * 2^k2, k1 = floor(k/2): both factors normal for k in [-1077, 1025].
-    // (For NaN input the integers are garbage, wrapping is harmless and e is NaN.)
+    let r4 = r2 * r2;
+    let q01 = M::f64(P[1], r, P[0]);
+    let q23 = M::f64(P[3], r, P[2]);
+    let q45 = M::f64(P[5], r, P[4]);
+    let q67 = M::f64(P[7], r, P[6]);
+    let q89 = M::f64(P[9], r, P[8]);
+    let q03 = M::f64(q23, r2, q01);
+    let q47 = M::f64(q67, r2, q45);
+    let q07 = M::f64(q47, r4, q03);
+    let p = M::f64(q89, r4 * r4, q07);
+    let em1 = M::f64(r2, p, r);
+    // 2^k = 2^k1 * 2^k2 with k1 = floor(k/2): both factors are normal for k in [-1076, 1024].
+    // (For NaN input the integers are garbage, wrapping is harmless and em1 is NaN.)
     let k = (t.to_bits() as i64).wrapping_sub(SHIFTER.to_bits() as i64);
     let k1 = ((k.wrapping_add(2048) as u64) >> 1) as i64 - 1024;
     let k2 = k.wrapping_sub(k1);
     let s1 = f64::from_bits((k1.wrapping_add(1023) as u64) << 52);
     let s2 = f64::from_bits((k2.wrapping_add(1023) as u64) << 52);
-    let y = e * s1 * s2;
-    if zero {
-        0.0
-    } else {
-        y
-    }
+    let s2 = if zero { 0.0 } else { s2 };
+    // (1 + em1) * 2^k1, rounded once (exact scaling: the product is normal), then * 2^k2,
+    // which only rounds again if the result is subnormal (gradual underflow) or overflows.
+    M::f64(em1, s1, s1) * s2
 }
 
-/// exp of one `f32`. Branch-free so that it vectorizes.
+/// exp of one `f32`. Branch-free so that it vectorizes. Same structure as [`exp_lane_f64`].
 #[inline(always)]
 fn exp_lane_f32<M: MulAdd>(x: f32) -> f32 {
     use c32::*;
-    // See `exp_lane_f64` for the underflow handling.
     let zero = x < LO;
-    let x = if zero { 0.0 } else { x };
-    let x = if HI < x { HI } else { x };
-    let t = M::f32(x, LOG2E, SHIFTER);
+    let xc = if LO > x { LO } else { x };
+    let xc = if HI < xc { HI } else { xc };
+    let t = M::f32(xc, LOG2E, SHIFTER);
     let kf = t - SHIFTER;
-    let r = M::f32(kf, -LN2_HI, x);
+    let r = M::f32(kf, -LN2_HI, xc);
     let r = M::f32(kf, -LN2_LO, r);
-    let mut p = P[4];
-    p = M::f32(p, r, P[3]);
-    p = M::f32(p, r, P[2]);
-    p = M::f32(p, r, P[1]);
-    p = M::f32(p, r, P[0]);
     let r2 = r * r;
-    let e = 1.0 + M::f32(r2, p, r);
-    // k in [-151, 129]; k1 = floor(k/2), k2 = k - k1 both in [-76, 65]: normal factors.
+    let q01 = M::f32(P[1], r, P[0]);
+    let q23 = M::f32(P[3], r, P[2]);
+    let q24 = M::f32(P[4], r2, q23);
+    let p = M::f32(q24, r2, q01);
+    let em1 = M::f32(r2, p, r);
+    // k in [-150, 128]; k1 = floor(k/2), k2 = k - k1 both in [-75, 64]: normal factors.
     let k = (t.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32);
     let k1 = k >> 1;
     let k2 = k.wrapping_sub(k1);
     let s1 = f32::from_bits((k1.wrapping_add(127) as u32) << 23);
     let s2 = f32::from_bits((k2.wrapping_add(127) as u32) << 23);
-    let y = e * s1 * s2;
-    if zero {
-        0.0
-    } else {
-        y
-    }
+    let s2 = if zero { 0.0 } else { s2 };
+    M::f32(em1, s1, s1) * s2
 }
 
 // -------------------------------------------------------------------------------------------
@@ -453,7 +445,7 @@ mod avx2 {
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 fn has_avx2_fma() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| std::env::var_os("NOAVX").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// Defines a public entry point that dispatches to the AVX2+FMA or the portable kernel.

@@ -1,0 +1,655 @@
+//! A reverse-mode tape over whole matrices.
+//!
+//! Every node holds one [`Batch`] (a batch of vectors), never a scalar: a Sinkhorn
+//! iteration over `S·M` columns records a dozen nodes, whatever `N`, `S` and `M` are.
+//! [`Tape`] implements [`Ops`], so the barycenter iterations of
+//! [`crate::barycenter`] record themselves when run on it; the same methods are
+//! available to build any other differentiable computation.
+//!
+//! ```
+//! use wassdl::{Batch, Ops, tape::Tape};
+//! let mut t = Tape::<f64>::new();
+//! let x = t.var(Batch::from_vec(3, 1, vec![1.0, 2.0, 3.0]));
+//! let y = t.exp(&x);
+//! let s = t.sum(&y); // Σ exp(x)
+//! let g = t.backward(s);
+//! assert!((g.wrt(x).get(1, 0) - 2f64.exp()).abs() < 1e-12);
+//! ```
+
+use crate::batch::Batch;
+use crate::kernel::{apply_log_new, apply_new, Kernel};
+use crate::ops::{self, zip_map, Ops};
+use crate::real::Real;
+
+/// Handle to a node of a [`Tape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Var(usize);
+
+impl Var {
+    /// Position of the node on its tape.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op<'k, T: Real> {
+    Leaf,
+    Const,
+    Kernel(usize, &'k dyn Kernel<T>, bool),
+    LogKernel(usize, &'k dyn Kernel<T>, bool),
+    Add(usize, usize),
+    Sub(usize, usize),
+    Mul(usize, usize),
+    Div(usize, usize),
+    Scale(usize, T),
+    Pow(usize, T),
+    Exp(usize),
+    Log(usize),
+    Abs(usize),
+    Tile(usize, usize),
+    Repeat(usize, usize),
+    BlockDot(usize, usize),
+    BlockLse(usize, usize),
+    MatMul(usize, usize),
+    BroadcastCol(usize),
+    ColSums(usize),
+    SoftmaxCols(usize),
+    Sum(usize),
+    Dot(usize, usize),
+    SumSq(usize),
+    /// A node whose gradient with respect to its input is given (`grad_in = g · G`, `g`
+    /// the scalar upstream gradient): used for losses whose gradient is known in closed
+    /// form (Table 1's Wasserstein loss).
+    Given(usize, usize),
+}
+
+struct Node<'k, T: Real> {
+    value: Batch<T>,
+    op: Op<'k, T>,
+    needs_grad: bool,
+}
+
+/// A reverse-mode tape. `'k` is the lifetime of the kernels it records.
+pub struct Tape<'k, T: Real> {
+    nodes: Vec<Node<'k, T>>,
+    /// Side storage for [`Op::Given`] gradients.
+    given: Vec<Batch<T>>,
+}
+
+impl<T: Real> Default for Tape<'_, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Gradients of a scalar with respect to the leaves of a [`Tape`].
+pub struct Gradients<T: Real> {
+    grads: Vec<Option<Batch<T>>>,
+    shapes: Vec<(usize, usize)>,
+}
+
+impl<T: Real> Gradients<T> {
+    /// Gradient with respect to `v`, if any flowed into it.
+    pub fn get(&self, v: Var) -> Option<&Batch<T>> {
+        self.grads.get(v.0).and_then(|g| g.as_ref())
+    }
+    /// Gradient with respect to `v` (zeros if nothing flowed into it).
+    pub fn wrt(&self, v: Var) -> Batch<T> {
+        self.get(v).cloned().unwrap_or_else(|| {
+            let (r, c) = self.shapes[v.0];
+            Batch::zeros(r, c)
+        })
+    }
+}
+
+fn add_into<T: Real>(slot: &mut Option<Batch<T>>, g: Batch<T>) {
+    match slot {
+        Some(acc) => {
+            for (a, &b) in acc.as_mut_slice().iter_mut().zip(g.as_slice()) {
+                *a += b;
+            }
+        }
+        None => *slot = Some(g),
+    }
+}
+
+impl<'k, T: Real> Tape<'k, T> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Tape {
+            nodes: Vec::new(),
+            given: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, value: Batch<T>, op: Op<'k, T>, inputs: &[usize]) -> Var {
+        let needs_grad = match op {
+            Op::Leaf => true,
+            Op::Const => false,
+            _ => inputs.iter().any(|&i| self.nodes[i].needs_grad),
+        };
+        self.nodes.push(Node {
+            value,
+            op,
+            needs_grad,
+        });
+        Var(self.nodes.len() - 1)
+    }
+
+    fn val(&self, v: usize) -> &Batch<T> {
+        &self.nodes[v].value
+    }
+
+    /// A leaf whose gradient [`Tape::backward`] returns.
+    pub fn var(&mut self, x: Batch<T>) -> Var {
+        self.push(x, Op::Leaf, &[])
+    }
+
+    /// Number of nodes recorded.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Bytes held by the recorded values (the forward part of the peak memory; the
+    /// backward pass adds at most the gradients of the nodes still live).
+    pub fn memory_bytes(&self) -> usize {
+        let vals: usize = self.nodes.iter().map(|n| n.value.as_slice().len()).sum();
+        let given: usize = self.given.iter().map(|g| g.as_slice().len()).sum();
+        (vals + given) * std::mem::size_of::<T>()
+    }
+
+    /// `Σ_ij x_ij` as a `1 × 1` node.
+    pub fn sum(&mut self, x: &Var) -> Var {
+        let s = self.val(x.0).sum();
+        self.push(Batch::filled(1, 1, s), Op::Sum(x.0), &[x.0])
+    }
+
+    /// `⟨a, b⟩` (Frobenius) as a `1 × 1` node.
+    pub fn dot(&mut self, a: &Var, b: &Var) -> Var {
+        let s = self
+            .val(a.0)
+            .as_slice()
+            .iter()
+            .zip(self.val(b.0).as_slice())
+            .map(|(&x, &y)| x * y)
+            .sum();
+        self.push(Batch::filled(1, 1, s), Op::Dot(a.0, b.0), &[a.0, b.0])
+    }
+
+    /// `‖x‖²` (Frobenius) as a `1 × 1` node.
+    pub fn sum_sq(&mut self, x: &Var) -> Var {
+        let s = self.val(x.0).as_slice().iter().map(|&v| v * v).sum();
+        self.push(Batch::filled(1, 1, s), Op::SumSq(x.0), &[x.0])
+    }
+
+    /// `|x|` elementwise (subgradient 0 at 0, as JAX).
+    pub fn abs(&mut self, x: &Var) -> Var {
+        let v = self.val(x.0).map(|a| a.abs());
+        self.push(v, Op::Abs(x.0), &[x.0])
+    }
+
+    /// Matrix product `a b`.
+    pub fn matmul(&mut self, a: &Var, b: &Var) -> Var {
+        let (av, bv) = (self.val(a.0), self.val(b.0));
+        let mut out = Batch::zeros(av.rows(), bv.cols());
+        faer::linalg::matmul::matmul(
+            out.view_mut(),
+            faer::Accum::Replace,
+            av.view(),
+            bv.view(),
+            T::one(),
+            faer::Par::Seq,
+        );
+        self.push(out, Op::MatMul(a.0, b.0), &[a.0, b.0])
+    }
+
+    /// `N × 1` → `N × cols`, the column repeated.
+    pub fn broadcast_col(&mut self, x: &Var, cols: usize) -> Var {
+        let v = ops::tile(self.val(x.0), cols);
+        self.push(v, Op::BroadcastCol(x.0), &[x.0])
+    }
+
+    /// Column sums, `N × M` → `1 × M`.
+    pub fn col_sums(&mut self, x: &Var) -> Var {
+        let s = self.val(x.0).col_sums();
+        let m = s.len();
+        self.push(Batch::from_vec(1, m, s), Op::ColSums(x.0), &[x.0])
+    }
+
+    /// Softmax of each column (the change of variables of eq. 13).
+    pub fn softmax_cols(&mut self, x: &Var) -> Var {
+        let v = softmax_cols(self.val(x.0));
+        self.push(v, Op::SoftmaxCols(x.0), &[x.0])
+    }
+
+    /// A scalar node with value `value` whose gradient with respect to `x` is
+    /// `grad` (same shape as `x`), supplied by the caller (closed-form gradients).
+    pub fn given(&mut self, x: &Var, value: T, grad: Batch<T>) -> Var {
+        assert_eq!(
+            grad.shape(),
+            self.val(x.0).shape(),
+            "Tape::given: gradient shape"
+        );
+        self.given.push(grad);
+        let gi = self.given.len() - 1;
+        self.push(Batch::filled(1, 1, value), Op::Given(x.0, gi), &[x.0])
+    }
+
+    /// Gradient of the `1 × 1` node `output` with respect to every leaf.
+    pub fn backward(&self, output: Var) -> Gradients<T> {
+        assert_eq!(
+            self.val(output.0).shape(),
+            (1, 1),
+            "Tape::backward: output must be 1 x 1"
+        );
+        self.backward_with(&[(output, Batch::filled(1, 1, T::one()))])
+    }
+
+    /// Vector-Jacobian product: the gradient of `Σ_k ⟨seed_k, node_k⟩` with respect to
+    /// every leaf.
+    pub fn backward_with(&self, seeds: &[(Var, Batch<T>)]) -> Gradients<T> {
+        let n = self.nodes.len();
+        let mut g: Vec<Option<Batch<T>>> = (0..n).map(|_| None).collect();
+        let mut last = 0;
+        for (v, s) in seeds {
+            assert_eq!(
+                s.shape(),
+                self.val(v.0).shape(),
+                "Tape::backward_with: seed shape"
+            );
+            add_into(&mut g[v.0], s.clone());
+            last = last.max(v.0);
+        }
+        for i in (0..=last).rev() {
+            if !self.nodes[i].needs_grad {
+                g[i] = None;
+                continue;
+            }
+            let Some(gi) = (if matches!(self.nodes[i].op, Op::Leaf) {
+                None
+            } else {
+                g[i].take()
+            }) else {
+                continue;
+            };
+            self.propagate(i, &gi, &mut g);
+        }
+        Gradients {
+            grads: g,
+            shapes: self.nodes.iter().map(|n| n.value.shape()).collect(),
+        }
+    }
+
+    fn propagate(&self, i: usize, gi: &Batch<T>, g: &mut [Option<Batch<T>>]) {
+        let y = &self.nodes[i].value;
+        let need = |j: usize| self.nodes[j].needs_grad;
+        match self.nodes[i].op {
+            Op::Leaf | Op::Const => {}
+            Op::Kernel(x, k, t) => {
+                if need(x) {
+                    add_into(&mut g[x], apply_new(k, gi, !t));
+                }
+            }
+            Op::LogKernel(x, k, t) => {
+                if need(x) {
+                    // y = log K e^x ⇒ ∂L/∂x_j = e^{x_j} Σ_i K_ij g_i e^{-y_i}: the signed
+                    // log-domain kernel keeps it finite where e^{-y} would overflow.
+                    let lg = zip_map(gi, y, |gv, yv| {
+                        if gv == T::zero() {
+                            T::neg_infinity()
+                        } else {
+                            gv.abs().ln() - yv
+                        }
+                    });
+                    let sg = gi
+                        .map(|gv| gv.signum() * if gv == T::zero() { T::zero() } else { T::one() });
+                    let rows = if t { k.nrows() } else { k.ncols() };
+                    let (mut lo, mut so) =
+                        (Batch::zeros(rows, gi.cols()), Batch::zeros(rows, gi.cols()));
+                    k.apply_log_signed(&lg, &sg, &mut lo, &mut so, !t);
+                    let xv = self.val(x);
+                    let mut gx = Batch::zeros(rows, gi.cols());
+                    for (((o, &l), &s), &xj) in gx
+                        .as_mut_slice()
+                        .iter_mut()
+                        .zip(lo.as_slice())
+                        .zip(so.as_slice())
+                        .zip(xv.as_slice())
+                    {
+                        *o = if s == T::zero() || xj == T::neg_infinity() {
+                            T::zero()
+                        } else {
+                            s * (l + xj).exp()
+                        };
+                    }
+                    add_into(&mut g[x], gx);
+                }
+            }
+            Op::Add(a, b) => {
+                if need(a) {
+                    add_into(&mut g[a], gi.clone());
+                }
+                if need(b) {
+                    add_into(&mut g[b], gi.clone());
+                }
+            }
+            Op::Sub(a, b) => {
+                if need(a) {
+                    add_into(&mut g[a], gi.clone());
+                }
+                if need(b) {
+                    add_into(&mut g[b], gi.map(|v| -v));
+                }
+            }
+            Op::Mul(a, b) => {
+                if need(a) {
+                    add_into(&mut g[a], zip_map(gi, self.val(b), |x, y| x * y));
+                }
+                if need(b) {
+                    add_into(&mut g[b], zip_map(gi, self.val(a), |x, y| x * y));
+                }
+            }
+            Op::Div(a, b) => {
+                let bv = self.val(b);
+                if need(a) {
+                    add_into(&mut g[a], zip_map(gi, bv, |x, y| x / y));
+                }
+                if need(b) {
+                    // ∂(a/b)/∂b = -(a/b)/b = -y/b.
+                    let t = zip_map(gi, y, |x, yv| x * yv);
+                    add_into(&mut g[b], zip_map(&t, bv, |x, bb| -x / bb));
+                }
+            }
+            Op::Scale(a, c) => {
+                if need(a) {
+                    add_into(&mut g[a], gi.map(|v| c * v));
+                }
+            }
+            Op::Pow(a, c) => {
+                if need(a) {
+                    let av = self.val(a);
+                    let d = zip_map(gi, av, |x, base| x * c * base.powf(c - T::one()));
+                    add_into(&mut g[a], d);
+                }
+            }
+            Op::Exp(a) => {
+                if need(a) {
+                    add_into(&mut g[a], zip_map(gi, y, |x, yv| x * yv));
+                }
+            }
+            Op::Log(a) => {
+                if need(a) {
+                    add_into(&mut g[a], zip_map(gi, self.val(a), |x, av| x / av));
+                }
+            }
+            Op::Abs(a) => {
+                if need(a) {
+                    let s = |v: T| {
+                        if v > T::zero() {
+                            T::one()
+                        } else if v < T::zero() {
+                            -T::one()
+                        } else {
+                            T::zero()
+                        }
+                    };
+                    add_into(&mut g[a], zip_map(gi, self.val(a), |x, av| x * s(av)));
+                }
+            }
+            Op::Tile(d, _) => {
+                if need(d) {
+                    let dv = self.val(d);
+                    let (n, s) = dv.shape();
+                    let mut gd = Batch::zeros(n, s);
+                    for c in 0..gi.cols() {
+                        for (o, &v) in gd.col_mut(c % s).iter_mut().zip(gi.col(c)) {
+                            *o += v;
+                        }
+                    }
+                    add_into(&mut g[d], gd);
+                }
+            }
+            Op::Repeat(p, s) => {
+                if need(p) {
+                    let (n, m) = self.val(p).shape();
+                    let mut gp = Batch::zeros(n, m);
+                    for c in 0..gi.cols() {
+                        for (o, &v) in gp.col_mut(c / s).iter_mut().zip(gi.col(c)) {
+                            *o += v;
+                        }
+                    }
+                    add_into(&mut g[p], gp);
+                }
+            }
+            Op::BlockDot(x, w) => {
+                let (xv, wv) = (self.val(x), self.val(w));
+                let (s, m) = wv.shape();
+                if need(x) {
+                    let mut gx = Batch::zeros(xv.rows(), xv.cols());
+                    for j in 0..m {
+                        for k in 0..s {
+                            let wk = wv.get(k, j);
+                            for (o, &v) in gx.col_mut(j * s + k).iter_mut().zip(gi.col(j)) {
+                                *o = wk * v;
+                            }
+                        }
+                    }
+                    add_into(&mut g[x], gx);
+                }
+                if need(w) {
+                    let gw =
+                        Batch::from_fn(s, m, |k, j| {
+                            gi.col(j).iter().zip(xv.col(j * s + k)).fold(
+                                T::zero(),
+                                |acc, (&a, &b)| if a == T::zero() { acc } else { acc + a * b },
+                            )
+                        });
+                    add_into(&mut g[w], gw);
+                }
+            }
+            Op::BlockLse(x, w) => {
+                let (xv, wv) = (self.val(x), self.val(w));
+                let (s, m) = wv.shape();
+                let n = xv.rows();
+                // y = log Σ_s w_s e^{x_s}: ∂y/∂x_s = w_s e^{x_s - y}, ∂y/∂w_s = e^{x_s - y}.
+                let e = |k: usize, j: usize, i: usize| {
+                    let yv = y.get(i, j);
+                    if yv == T::neg_infinity() {
+                        T::zero()
+                    } else {
+                        (xv.get(i, j * s + k) - yv).exp()
+                    }
+                };
+                if need(x) {
+                    let gx = Batch::from_fn(n, s * m, |i, c| {
+                        let (j, k) = (c / s, c % s);
+                        gi.get(i, j) * wv.get(k, j) * e(k, j, i)
+                    });
+                    add_into(&mut g[x], gx);
+                }
+                if need(w) {
+                    let gw = Batch::from_fn(s, m, |k, j| {
+                        (0..n).fold(T::zero(), |acc, i| acc + gi.get(i, j) * e(k, j, i))
+                    });
+                    add_into(&mut g[w], gw);
+                }
+            }
+            Op::MatMul(a, b) => {
+                let (av, bv) = (self.val(a), self.val(b));
+                if need(a) {
+                    let mut ga = Batch::zeros(av.rows(), av.cols());
+                    faer::linalg::matmul::matmul(
+                        ga.view_mut(),
+                        faer::Accum::Replace,
+                        gi.view(),
+                        bv.view().transpose(),
+                        T::one(),
+                        faer::Par::Seq,
+                    );
+                    add_into(&mut g[a], ga);
+                }
+                if need(b) {
+                    let mut gb = Batch::zeros(bv.rows(), bv.cols());
+                    faer::linalg::matmul::matmul(
+                        gb.view_mut(),
+                        faer::Accum::Replace,
+                        av.view().transpose(),
+                        gi.view(),
+                        T::one(),
+                        faer::Par::Seq,
+                    );
+                    add_into(&mut g[b], gb);
+                }
+            }
+            Op::BroadcastCol(x) => {
+                if need(x) {
+                    let n = self.val(x).rows();
+                    let mut gx = Batch::zeros(n, 1);
+                    for c in 0..gi.cols() {
+                        for (o, &v) in gx.col_mut(0).iter_mut().zip(gi.col(c)) {
+                            *o += v;
+                        }
+                    }
+                    add_into(&mut g[x], gx);
+                }
+            }
+            Op::ColSums(x) => {
+                if need(x) {
+                    let (n, m) = self.val(x).shape();
+                    add_into(&mut g[x], Batch::from_fn(n, m, |_, j| gi.get(0, j)));
+                }
+            }
+            Op::SoftmaxCols(x) => {
+                if need(x) {
+                    // ∂softmax: g_x = y ⊙ (g - ⟨g, y⟩) per column ([∂F]ᵀ = (I - F1ᵀ)Δ(F), section 3.1).
+                    let (n, m) = y.shape();
+                    let mut gx = Batch::zeros(n, m);
+                    for j in 0..m {
+                        let dot: T = gi.col(j).iter().zip(y.col(j)).map(|(&a, &b)| a * b).sum();
+                        for ((o, &a), &b) in gx.col_mut(j).iter_mut().zip(gi.col(j)).zip(y.col(j)) {
+                            *o = b * (a - dot);
+                        }
+                    }
+                    add_into(&mut g[x], gx);
+                }
+            }
+            Op::Sum(x) => {
+                if need(x) {
+                    let (n, m) = self.val(x).shape();
+                    add_into(&mut g[x], Batch::filled(n, m, gi.get(0, 0)));
+                }
+            }
+            Op::Dot(a, b) => {
+                let s = gi.get(0, 0);
+                if need(a) {
+                    add_into(&mut g[a], self.val(b).map(|v| s * v));
+                }
+                if need(b) {
+                    add_into(&mut g[b], self.val(a).map(|v| s * v));
+                }
+            }
+            Op::SumSq(x) => {
+                if need(x) {
+                    let s = gi.get(0, 0) * T::of(2.0);
+                    add_into(&mut g[x], self.val(x).map(|v| s * v));
+                }
+            }
+            Op::Given(x, gidx) => {
+                if need(x) {
+                    let s = gi.get(0, 0);
+                    add_into(&mut g[x], self.given[gidx].map(|v| s * v));
+                }
+            }
+        }
+    }
+}
+
+/// Softmax of each column, max-shifted.
+pub(crate) fn softmax_cols<T: Real>(x: &Batch<T>) -> Batch<T> {
+    let mut out = x.clone();
+    for j in 0..x.cols() {
+        let c = out.col_mut(j);
+        let m = c.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+        for v in c.iter_mut() {
+            *v = (*v - m).exp();
+        }
+        let s: T = c.iter().copied().sum();
+        for v in c.iter_mut() {
+            *v /= s;
+        }
+    }
+    out
+}
+
+impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
+    type V = Var;
+    fn value<'a>(&'a self, v: &'a Var) -> &'a Batch<T> {
+        self.val(v.0)
+    }
+    fn constant(&mut self, x: Batch<T>) -> Var {
+        self.push(x, Op::Const, &[])
+    }
+    fn kernel(&mut self, k: &'k dyn Kernel<T>, x: &Var, transpose: bool) -> Var {
+        let v = apply_new(k, self.val(x.0), transpose);
+        self.push(v, Op::Kernel(x.0, k, transpose), &[x.0])
+    }
+    fn log_kernel(&mut self, k: &'k dyn Kernel<T>, x: &Var, transpose: bool) -> Var {
+        let v = apply_log_new(k, self.val(x.0), transpose);
+        self.push(v, Op::LogKernel(x.0, k, transpose), &[x.0])
+    }
+    fn add(&mut self, a: &Var, b: &Var) -> Var {
+        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x + y);
+        self.push(v, Op::Add(a.0, b.0), &[a.0, b.0])
+    }
+    fn sub(&mut self, a: &Var, b: &Var) -> Var {
+        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x - y);
+        self.push(v, Op::Sub(a.0, b.0), &[a.0, b.0])
+    }
+    fn mul(&mut self, a: &Var, b: &Var) -> Var {
+        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x * y);
+        self.push(v, Op::Mul(a.0, b.0), &[a.0, b.0])
+    }
+    fn div(&mut self, a: &Var, b: &Var) -> Var {
+        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x / y);
+        self.push(v, Op::Div(a.0, b.0), &[a.0, b.0])
+    }
+    fn scale(&mut self, a: &Var, c: T) -> Var {
+        let v = self.val(a.0).map(|x| c * x);
+        self.push(v, Op::Scale(a.0, c), &[a.0])
+    }
+    fn powf(&mut self, a: &Var, c: T) -> Var {
+        let v = self.val(a.0).map(|x| x.powf(c));
+        self.push(v, Op::Pow(a.0, c), &[a.0])
+    }
+    fn exp(&mut self, a: &Var) -> Var {
+        let mut v = self.val(a.0).clone();
+        T::exp_slice(v.as_mut_slice());
+        self.push(v, Op::Exp(a.0), &[a.0])
+    }
+    fn log(&mut self, a: &Var) -> Var {
+        let v = self.val(a.0).map(|x| x.ln());
+        self.push(v, Op::Log(a.0), &[a.0])
+    }
+    fn tile(&mut self, d: &Var, reps: usize) -> Var {
+        let v = ops::tile(self.val(d.0), reps);
+        self.push(v, Op::Tile(d.0, reps), &[d.0])
+    }
+    fn repeat(&mut self, p: &Var, s: usize) -> Var {
+        let v = ops::repeat(self.val(p.0), s);
+        self.push(v, Op::Repeat(p.0, s), &[p.0])
+    }
+    fn block_dot(&mut self, x: &Var, w: &Var) -> Var {
+        let v = ops::block_dot(self.val(x.0), self.val(w.0));
+        self.push(v, Op::BlockDot(x.0, w.0), &[x.0, w.0])
+    }
+    fn block_lse(&mut self, x: &Var, w: &Var) -> Var {
+        let v = ops::block_lse(self.val(x.0), self.val(w.0));
+        self.push(v, Op::BlockLse(x.0, w.0), &[x.0, w.0])
+    }
+}

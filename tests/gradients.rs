@@ -1,0 +1,398 @@
+//! Gradients from the tape against the JAX reference, finite differences, and each other.
+
+mod common;
+use common::*;
+use proptest::prelude::*;
+use wassdl::*;
+
+fn fixed_l_problem() -> (DenseKernel<f64>, Batch<f64>, Batch<f64>, Batch<f64>) {
+    let case = "barycenter_fixed_L";
+    let c = load_matrix(case, "C.npy");
+    let k = DenseKernel::new(c.view(), 1e-2).unwrap();
+    (
+        k,
+        load_matrix(case, "D.npy"),
+        load_vector(case, "lambda.npy"),
+        load_vector(case, "target.npy"),
+    )
+}
+
+/// Relative noise of ±1e-16 on every cost entry: what rounding alone does to `C`.
+fn perturbed_kernel(seed: u64) -> DenseKernel<f64> {
+    let mut c = load_matrix("barycenter_fixed_L", "C.npy");
+    let mut s = seed;
+    for v in c.as_mut_slice() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        *v *= 1.0 + 2e-16 * r;
+    }
+    DenseKernel::new(c.view(), 1e-2).unwrap()
+}
+
+/// The JAX gradients of `barycenter_fixed_L` (float64), with the case file's tolerance
+/// (rtol 1e-8, atol 1e-12: its own FD check reaches ~1e-8).
+///
+/// Atom entries in the far tails (`D` down to 1e-87) have gradients that rounding alone
+/// moves by up to ~1e-4 relative at L = 50: perturbing `C` by one ulp of noise moves them
+/// that much (measured here, every run). Two correct float64 programs with different
+/// summation orders (faer's GEMM and XLA's dot) cannot agree better there, so each entry
+/// is also granted 10× its own measured rounding sensitivity. Where `D > 1e-10` the
+/// sensitivity is below 1e-9 and the case's 1e-8 applies unchanged.
+#[test]
+fn tape_matches_jax_reference() {
+    let case = "barycenter_fixed_L";
+    let (k, d, lam, x) = fixed_l_problem();
+    let noisy: Vec<_> = (1..=3).map(perturbed_kernel).collect();
+    for l in [10, 50] {
+        for (name, loss) in [
+            ("quad", Loss::Quadratic),
+            ("kl", Loss::KullbackLeibler),
+            ("tv", Loss::TotalVariation),
+        ] {
+            let cfg = BarycenterConfig::iterations(l);
+            let g = loss_and_grad(&k, &d, &lam, &x, &loss, &cfg, None, &GradOptions::default())
+                .unwrap();
+            let json = case_json(case);
+            let run = json["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["tag"] == format!("{name}_L{l}"))
+                .unwrap();
+            assert_close(
+                &format!("{name} L{l} loss"),
+                &[g.loss],
+                &[run["loss_value"].as_f64().unwrap()],
+                1e-12,
+                0.0,
+            );
+            let want_d = load_matrix(case, &format!("grad_D_{name}_L{l}.npy"));
+            let want_l = load_vector(case, &format!("grad_lambda_{name}_L{l}.npy"));
+            assert_close(
+                &format!("{name} L{l} dλ"),
+                g.grad_weights.as_slice(),
+                want_l.as_slice(),
+                1e-8,
+                1e-12,
+            );
+            let mut sens = vec![0.0f64; g.grad_atoms.as_slice().len()];
+            for kp in &noisy {
+                let gp =
+                    loss_and_grad(kp, &d, &lam, &x, &loss, &cfg, None, &GradOptions::default())
+                        .unwrap();
+                for (s, (&a, &b)) in sens
+                    .iter_mut()
+                    .zip(g.grad_atoms.as_slice().iter().zip(gp.grad_atoms.as_slice()))
+                {
+                    *s = s.max((a - b).abs());
+                }
+            }
+            for (i, ((&ours, &jax), &sn)) in g
+                .grad_atoms
+                .as_slice()
+                .iter()
+                .zip(want_d.as_slice())
+                .zip(&sens)
+                .enumerate()
+            {
+                let tol = 1e-8 * jax.abs() + 1e-12 + 10.0 * sn;
+                assert!(
+                    (ours - jax).abs() <= tol,
+                    "{name} L{l} dD[{i}]: {ours:e} vs {jax:e} (sensitivity {sn:e})"
+                );
+                if d.as_slice()[i] > 1e-10 {
+                    assert!(
+                        (ours - jax).abs() <= 1e-8 * jax.abs() + 1e-12,
+                        "{name} L{l} dD[{i}] (bulk)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Checkpointing and chunking change the schedule, not the arithmetic: the barycenters and
+/// the per-datapoint weight gradients are bitwise those of one full recording; the atom
+/// gradient sums the same terms in another order (per segment, per chunk), so it agrees to
+/// rounding: 1e-12 relative to the largest entry (a few hundred additions of ε-sized
+/// reordering errors).
+#[test]
+fn checkpointing_and_chunking_are_exact() {
+    let (k, d, _, _) = fixed_l_problem();
+    let w = Batch::from_fn(3, 4, |s, m| {
+        [0.2, 0.5, 0.3][s] * (1.0 + 0.1 * m as f64) / (1.0 + 0.1 * m as f64)
+    });
+    let x = Batch::from_fn(100, 4, |i, m| d.get(i, m % 3));
+    for cfg in [
+        BarycenterConfig::iterations(17),
+        BarycenterConfig::iterations(17).tau(-0.3),
+        BarycenterConfig::iterations(17).rho(0.5),
+        BarycenterConfig::iterations(17).log_domain(true),
+    ] {
+        let full = loss_and_grad(
+            &k,
+            &d,
+            &w,
+            &x,
+            &Loss::Quadratic,
+            &cfg,
+            None,
+            &GradOptions::default(),
+        )
+        .unwrap();
+        for (chunk, ck) in [
+            (Some(1), None),
+            (None, Some(4)),
+            (Some(3), Some(5)),
+            (None, Some(1)),
+        ] {
+            let opts = GradOptions {
+                chunk,
+                checkpoint: ck,
+                ..Default::default()
+            };
+            let g = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg, None, &opts).unwrap();
+            assert_eq!(g.p, full.p, "{cfg:?} {opts:?}");
+            let scale_d = full
+                .grad_atoms
+                .as_slice()
+                .iter()
+                .fold(0.0f64, |a, &b| a.max(b.abs()));
+            let scale_w = full
+                .grad_weights
+                .as_slice()
+                .iter()
+                .fold(0.0f64, |a, &b| a.max(b.abs()));
+            assert_close(
+                "dD",
+                g.grad_atoms.as_slice(),
+                full.grad_atoms.as_slice(),
+                0.0,
+                1e-12 * scale_d,
+            );
+            assert_close(
+                "dλ",
+                g.grad_weights.as_slice(),
+                full.grad_weights.as_slice(),
+                0.0,
+                1e-12 * scale_w,
+            );
+            if ck.is_some() {
+                assert!(
+                    g.peak_bytes < full.peak_bytes,
+                    "checkpointing must shrink the footprint"
+                );
+            }
+        }
+    }
+}
+
+/// A random problem on a 1-D grid: cost `(x_i - x_j)²` on `linspace(0, 1, n)` (max 1).
+#[derive(Clone, Debug)]
+struct Problem {
+    n: usize,
+    s: usize,
+    l: usize,
+    gamma: f64,
+    atoms: Vec<f64>,
+    lam: Vec<f64>,
+    target: Vec<f64>,
+}
+
+fn normalize(v: &mut [f64]) {
+    let t: f64 = v.iter().sum();
+    v.iter_mut().for_each(|x| *x /= t);
+}
+
+fn problem() -> impl Strategy<Value = Problem> {
+    (3usize..=30, 1usize..=4, 1usize..=20, 0.05f64..1.0).prop_flat_map(|(n, s, l, gamma)| {
+        (
+            proptest::collection::vec(0.05f64..1.0, n * s),
+            proptest::collection::vec(0.05f64..1.0, s),
+            proptest::collection::vec(0.05f64..1.0, n),
+        )
+            .prop_map(move |(mut atoms, mut lam, mut target)| {
+                atoms.chunks_mut(n).for_each(normalize);
+                normalize(&mut lam);
+                normalize(&mut target);
+                Problem {
+                    n,
+                    s,
+                    l,
+                    gamma,
+                    atoms,
+                    lam,
+                    target,
+                }
+            })
+    })
+}
+
+fn kernel_of(p: &Problem) -> GridKernel<f64> {
+    GridKernel::new(&Grid::new(&[p.n]).unwrap(), p.gamma).unwrap()
+}
+
+fn loss_of(p: &Problem, atoms: &[f64], lam: &[f64], cfg: &BarycenterConfig, loss: &Loss) -> f64 {
+    let k = kernel_of(p);
+    let (d, w, x) = (
+        Batch::from_vec(p.n, p.s, atoms.to_vec()),
+        Batch::from_vec(p.s, 1, lam.to_vec()),
+        Batch::from_vec(p.n, 1, p.target.clone()),
+    );
+    let pb = barycenters(&k, &d, &w, cfg, None).unwrap().p;
+    loss.value_and_grad(&pb, &x, &k).unwrap().0
+}
+
+/// Central difference of `f` along `dir`, and the tape's directional derivative.
+///
+/// Directions are tangent to the simplices (`e_i − e_j`), so every probe stays a valid
+/// input. Step 1e-6: the rounding error of the difference is ~ε|f|/h ≈ 1e-10 |f| and the
+/// truncation error h²|f'''|/6 is below 1e-9 for γ ≥ 0.05 (each Sinkhorn iteration is
+/// smooth at scale γ), so 1e-5 relative to the gradient's scale leaves a 10× margin.
+fn fd_check(
+    p: &Problem,
+    cfg: &BarycenterConfig,
+    loss: &Loss,
+) -> std::result::Result<(), TestCaseError> {
+    let k = kernel_of(p);
+    let (d, w, x) = (
+        Batch::from_vec(p.n, p.s, p.atoms.clone()),
+        Batch::from_vec(p.s, 1, p.lam.clone()),
+        Batch::from_vec(p.n, 1, p.target.clone()),
+    );
+    let g = loss_and_grad(&k, &d, &w, &x, loss, cfg, None, &GradOptions::default()).unwrap();
+    let scale = g
+        .grad_atoms
+        .as_slice()
+        .iter()
+        .chain(g.grad_weights.as_slice())
+        .fold(0.0f64, |a, &b| a.max(b.abs()))
+        .max(1e-12);
+    let h = 1e-6;
+    // weights: e_i - e_{i+1}
+    for i in 0..p.s.saturating_sub(1) {
+        let mut lp = p.lam.clone();
+        let mut lm = p.lam.clone();
+        lp[i] += h;
+        lp[i + 1] -= h;
+        lm[i] -= h;
+        lm[i + 1] += h;
+        let fd = (loss_of(p, &p.atoms, &lp, cfg, loss) - loss_of(p, &p.atoms, &lm, cfg, loss))
+            / (2.0 * h);
+        let ad = g.grad_weights.get(i, 0) - g.grad_weights.get(i + 1, 0);
+        prop_assert!(
+            (fd - ad).abs() <= 1e-5 * scale,
+            "dλ dir {i}: fd {fd:e} tape {ad:e} scale {scale:e}"
+        );
+    }
+    // atoms: e_(i,s) - e_(i+1,s) on a few coordinates
+    for s in 0..p.s {
+        for i in [0, p.n / 2, p.n - 2] {
+            let at = |di: f64| {
+                let mut a = p.atoms.clone();
+                a[s * p.n + i] += di;
+                a[s * p.n + i + 1] -= di;
+                a
+            };
+            let fd = (loss_of(p, &at(h), &p.lam, cfg, loss)
+                - loss_of(p, &at(-h), &p.lam, cfg, loss))
+                / (2.0 * h);
+            let ad = g.grad_atoms.get(i, s) - g.grad_atoms.get(i + 1, s);
+            prop_assert!(
+                (fd - ad).abs() <= 1e-5 * scale,
+                "dD dir ({i},{s}): fd {fd:e} tape {ad:e} scale {scale:e}"
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tape_plain_matches_fd(p in problem()) {
+        fd_check(&p, &BarycenterConfig::iterations(p.l), &Loss::Quadratic)?;
+    }
+
+    #[test]
+    fn tape_log_domain_matches_fd(p in problem()) {
+        fd_check(&p, &BarycenterConfig::iterations(p.l).log_domain(true), &Loss::KullbackLeibler)?;
+    }
+
+    #[test]
+    fn tape_heavy_ball_matches_fd(p in problem(), tau in -0.5f64..0.0) {
+        fd_check(&p, &BarycenterConfig::iterations(p.l).tau(tau), &Loss::Quadratic)?;
+    }
+
+    #[test]
+    fn tape_unbalanced_matches_fd(p in problem(), rho in 0.1f64..10.0, tau in -0.3f64..=0.0, log in any::<bool>()) {
+        fd_check(&p, &BarycenterConfig::iterations(p.l).rho(rho).tau(tau).log_domain(log), &Loss::Quadratic)?;
+    }
+
+    /// Log-domain and scaling-domain recordings of the same iteration give the same
+    /// gradient (both exact to rounding; 1e-9 relative to the gradient's scale covers
+    /// the L·ε growth of rounding through ≤ 20 iterations at γ ≥ 0.05).
+    #[test]
+    fn tape_log_equals_tape_plain(p in problem(), tau in -0.3f64..=0.0) {
+        let k = kernel_of(&p);
+        let (d, w, x) = (
+            Batch::from_vec(p.n, p.s, p.atoms.clone()),
+            Batch::from_vec(p.s, 1, p.lam.clone()),
+            Batch::from_vec(p.n, 1, p.target.clone()),
+        );
+        let cfg = BarycenterConfig::iterations(p.l).tau(tau);
+        let a = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg, None, &GradOptions::default()).unwrap();
+        let b = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg.log_domain(true), None, &GradOptions::default()).unwrap();
+        let scale = a.grad_atoms.as_slice().iter().fold(1e-12f64, |m, &v| m.max(v.abs()));
+        for (u, v) in a.grad_atoms.as_slice().iter().zip(b.grad_atoms.as_slice()) {
+            prop_assert!((u - v).abs() <= 1e-9 * scale, "{u:e} vs {v:e}");
+        }
+    }
+}
+
+/// Warm start (section 4.2): the initial scalings are constants, so the gradient is that
+/// of the L iterations that follow; check it against finite differences with the same
+/// warm state held fixed.
+#[test]
+fn warm_started_gradient_matches_fd() {
+    let (k, d, lam, x) = fixed_l_problem();
+    let warm = barycenters(&k, &d, &lam, &BarycenterConfig::iterations(30), None)
+        .unwrap()
+        .scalings;
+    let cfg = BarycenterConfig::iterations(5);
+    let g = loss_and_grad(
+        &k,
+        &d,
+        &lam,
+        &x,
+        &Loss::Quadratic,
+        &cfg,
+        Some(&warm),
+        &GradOptions::default(),
+    )
+    .unwrap();
+    let f = |l: &[f64]| {
+        let w = Batch::from_vec(3, 1, l.to_vec());
+        let p = barycenters(&k, &d, &w, &cfg, Some(&warm)).unwrap().p;
+        Loss::Quadratic.value_and_grad(&p, &x, &k).unwrap().0
+    };
+    let h = 1e-6;
+    let l0 = lam.as_slice().to_vec();
+    for (i, j) in [(0, 1), (1, 2), (0, 2)] {
+        let (mut lp, mut lm) = (l0.clone(), l0.clone());
+        lp[i] += h;
+        lp[j] -= h;
+        lm[i] -= h;
+        lm[j] += h;
+        let fd = (f(&lp) - f(&lm)) / (2.0 * h);
+        let ad = g.grad_weights.get(i, 0) - g.grad_weights.get(j, 0);
+        // Same error budget as `fd_check` (γ = 1e-2 here, gradient scale ~0.06).
+        assert!(
+            (fd - ad).abs() <= 1e-5 * 0.06,
+            "warm dλ ({i},{j}): fd {fd:e} tape {ad:e}"
+        );
+    }
+}
