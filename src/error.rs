@@ -64,6 +64,13 @@ pub enum Error {
         /// What happened and what to do about it.
         message: String,
     },
+    /// Two measures that must carry the same total mass do not.
+    MassMismatch {
+        /// Total mass of the first.
+        sum_a: f64,
+        /// Total mass of the second.
+        sum_b: f64,
+    },
     /// An input/output failure (file missing, unreadable, ...).
     Io(String),
 }
@@ -110,12 +117,38 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "{solver}: at iteration {iteration}: {message}")
             }
+            Error::MassMismatch { sum_a, sum_b } => write!(
+                f,
+                "the two measures carry different total mass ({sum_a} vs {sum_b}); normalize them or use unbalanced OT"
+            ),
             Error::Io(msg) => write!(f, "{msg}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<crate::emd::EmdError> for Error {
+    fn from(e: crate::emd::EmdError) -> Self {
+        use crate::emd::EmdError as E;
+        match e {
+            E::ShapeMismatch { n1, n2, cost_len } => Error::ShapeMismatch {
+                arg: "cost",
+                expected: format!("{n1} x {n2} ({} entries)", n1 * n2),
+                found: format!("{cost_len} entries"),
+            },
+            E::NonFinite { which, index } => Error::NonFinite { arg: which, row: index, col: 0 },
+            E::Negative { which, index } => Error::Negative { arg: which, row: index, col: 0, value: f64::NAN },
+            E::MassMismatch { sum_a, sum_b } => Error::MassMismatch { sum_a, sum_b },
+            E::Empty => Error::ShapeMismatch { arg: "a", expected: "at least one point".into(), found: "none".into() },
+            E::MaxIterations { iterations } => Error::Numerical {
+                solver: "emd",
+                iteration: iterations,
+                message: "the network simplex hit its pivot limit; raise max_iter".into(),
+            },
+        }
+    }
+}
 
 /// Shorthand for `Result<T, wassdl::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;

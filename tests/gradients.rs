@@ -396,3 +396,55 @@ fn warm_started_gradient_matches_fd() {
         );
     }
 }
+
+/// The tape's footprint is the documented formula (docs/memory.md), value for value:
+/// `N·S + S·M + 3·N·S·M + L·(6·N·S·M + 2·N·M) + 2·N·M + 1` scalars for the plain
+/// balanced iteration with the quadratic loss.
+#[test]
+fn tape_memory_matches_formula() {
+    let (k, d, _, _) = fixed_l_problem();
+    let (n, s, m) = (100usize, 3usize, 4usize);
+    let w = Batch::filled(s, m, 1.0 / 3.0);
+    let x = Batch::from_fn(n, m, |i, j| d.get(i, j % s));
+    for l in [1usize, 10, 40] {
+        let g = loss_and_grad(
+            &k,
+            &d,
+            &w,
+            &x,
+            &Loss::Quadratic,
+            &BarycenterConfig::iterations(l),
+            None,
+            &GradOptions::default(),
+        )
+        .unwrap();
+        let values =
+            n * s + s * m + 3 * n * s * m + l * (6 * n * s * m + 2 * n * m) + 2 * n * m + 1;
+        assert_eq!(g.peak_bytes, 8 * values, "L = {l}");
+        // Checkpointing every k = √L iterations keeps O(√L) iterations on the tape.
+        let kck = (l as f64).sqrt().ceil() as usize;
+        let opts = GradOptions {
+            checkpoint: Some(kck),
+            ..Default::default()
+        };
+        let c = loss_and_grad(
+            &k,
+            &d,
+            &w,
+            &x,
+            &Loss::Quadratic,
+            &BarycenterConfig::iterations(l),
+            None,
+            &opts,
+        )
+        .unwrap();
+        let per_iter = 8 * (6 * n * s * m + 2 * n * m);
+        let states = l.div_ceil(kck) * 2 * n * s * m * 8;
+        assert!(
+            c.peak_bytes
+                <= 8 * (values - l * (6 * n * s * m + 2 * n * m) + 2 * n * s * m)
+                    + kck * per_iter
+                    + states
+        );
+    }
+}
