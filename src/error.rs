@@ -137,10 +137,23 @@ impl From<crate::emd::EmdError> for Error {
                 expected: format!("{n1} x {n2} ({} entries)", n1 * n2),
                 found: format!("{cost_len} entries"),
             },
-            E::NonFinite { which, index } => Error::NonFinite { arg: which, row: index, col: 0 },
-            E::Negative { which, index } => Error::Negative { arg: which, row: index, col: 0, value: f64::NAN },
+            E::NonFinite { which, index } => Error::NonFinite {
+                arg: which,
+                row: index,
+                col: 0,
+            },
+            E::Negative { which, index } => Error::Negative {
+                arg: which,
+                row: index,
+                col: 0,
+                value: f64::NAN,
+            },
             E::MassMismatch { sum_a, sum_b } => Error::MassMismatch { sum_a, sum_b },
-            E::Empty => Error::ShapeMismatch { arg: "a", expected: "at least one point".into(), found: "none".into() },
+            E::Empty => Error::ShapeMismatch {
+                arg: "a",
+                expected: "at least one point".into(),
+                found: "none".into(),
+            },
             E::MaxIterations { iterations } => Error::Numerical {
                 solver: "emd",
                 iteration: iterations,

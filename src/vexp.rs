@@ -1,60 +1,78 @@
 //! Fast vectorized `exp` for `f64` and `f32` slices, with runtime CPU-feature dispatch.
 //!
 //! These routines are the inner loops of log-domain Sinkhorn iterations (max-shifted
-//! log-sum-exp over rows or columns of a cost matrix). They compute the exponential
-//! of every element of a slice, optionally shifted, optionally summed or weighted.
+//! log-sum-exp over rows or columns of a kernel matrix): the exponential of every element of
+//! a slice, optionally shifted, optionally summed or weighted.
+//!
+//! # Semantics
+//!
+//! * `exp(-inf) = +0` exactly, `exp(+inf) = +inf`, NaN propagates (as a NaN).
+//! * `f64`: inputs below about `-745.1332` give `+0`, inputs above about `709.7827` give
+//!   `+inf`. `f32`: the thresholds are about `-103.9721` and `88.7228`.
+//! * Results in the subnormal range are computed with gradual underflow (one rounding from
+//!   the polynomial value); they are **not** flushed to zero. (On AMD Zen 4, vectors that
+//!   contain subnormal results run about 2-3x slower, like every other FP code there.)
+//! * Per-element results do not depend on the slice length, the position of the element or
+//!   the alignment: bulk and tail evaluate the same sequence of IEEE operations. They can
+//!   differ in the last bit between the AVX2+FMA path and the portable path (fused versus
+//!   unfused multiply-adds on x86 CPUs without FMA).
+//!
+//! # Accuracy
+//!
+//! Measured on the AVX2+FMA path: for `f64`, at most 1 ulp away from `f64::exp` on a dense
+//! sweep of `[-745, 709]` (2^25 points), 2.5e7 random points and the overflow/underflow edges;
+//! the largest error against a double-double reference is 1.07 ulp. For `f32`, at most 1 ulp
+//! away from `(x as f64).exp() as f32` for *every* `f32` in `[-104, 89]`; largest error
+//! against the `f64` reference 1.02 ulp. The unfused portable path (x86 without FMA) also
+//! stayed within 1 ulp on 2e7-point sweeps; the unit tests below assert 2 ulp.
+//!
+//! # Speed
+//!
+//! On the development machine (AMD EPYC Zen 4 VM, AVX2+FMA path), compared with a loop
+//! of `f64::exp` / `f32::exp` at about 200 / 350 M/s: about 0.8-0.9 G exps/s for `f64` and
+//! 2.2-2.5 G exps/s for `f32`, i.e. 4x and 6-8x. The portable SSE2 path runs at about
+//! 320 M/s (`f64`) and 900 M/s (`f32`).
 //!
 //! # Algorithm
 //!
 //! For every element `x`:
 //!
-//! 1. `x` is clamped to `[-746, 710]` (`f64`) or `[-104, 89]` (`f32`). Every value beyond
-//!    these bounds has the same (fully overflowed or fully underflowed) result, so the clamp
-//!    changes nothing but keeps the integer arithmetic below in range. NaN passes through the
-//!    clamp unchanged.
-//! 2. Cody–Waite range reduction `x = k ln2 + r`, `k = round(x / ln2)`, `|r| <= ln2/2`
-//!    (plus a rounding slack of a few ulp), with `ln2` split into a short high part (so that
-//!    `k * ln2_hi` is exact) and a low correction.
-//! 3. `exp(r) ~= 1 + r + r^2 P(r)` where `P` is a minimax polynomial (Remez, relative error
-//!    weight) of degree 9 for `f64` (approximation error ~1e-17, i.e. ~0.05 ulp) and degree 4
-//!    for `f32` (~4e-9, i.e. ~0.06 ulp), evaluated with Horner's scheme and fused
-//!    multiply-adds.
-//! 4. Scaling by `2^k` is done as two multiplications by `2^k1` and `2^k2` with
-//!    `k1 = floor(k/2)`, `k2 = k - k1`; both factors are normal numbers over the whole clamped
-//!    range, and only the last multiplication rounds. Hence results close to the overflow
-//!    threshold are exact to the polynomial accuracy, results above it are `+inf`, and results
-//!    in the subnormal range are correctly *gradual* (rounded once from the polynomial value;
-//!    they are **not** flushed to zero). Results below half the smallest subnormal are `+0.0`.
-//!
-//! Special values: `exp(-inf) = 0` exactly, `exp(+inf) = +inf`, `exp(NaN) = NaN`.
-//!
-//! # Accuracy
-//!
-//! On the AVX2+FMA path the measured maximum error against `f64::exp` is 1 ulp over the whole
-//! normal range (dense sweep of `[-745, 709]` plus random points); for `f32` it is 1 ulp
-//! against the correctly rounded `(x as f64).exp() as f32`. The portable path (no FMA on
-//! x86) has slightly larger rounding errors, still within 2 ulp.
-//!
-//! Per-element results do not depend on the slice length, the element position or the
-//! alignment: the tail of a slice is padded into a full chunk and computed by the same code.
-//! They may differ by an ulp between the AVX2+FMA path and the portable path (fused versus
-//! unfused multiply-adds).
+//! 1. `x` is clamped to `[-745.2, 710]` (`f64`) or `[-104, 89]` (`f32`); this keeps the
+//!    integer arithmetic below in range and NaN passes through the clamp. Inputs below the
+//!    lower bound have their result forced to `+0` by zeroing a scale factor (see 4).
+//! 2. Cody–Waite range reduction `x = k ln2 + r`, `k = round(x / ln2)` (via the 1.5·2^52
+//!    shifter trick), `|r| <= ln2/2` up to rounding, with `ln2` split into a short high part
+//!    (so that `k * ln2_hi` and `x - k * ln2_hi` are exact) and a low correction.
+//! 3. `exp(r) - 1 ~= r + r^2 P(r)` where `P` is a minimax polynomial (Remez exchange with
+//!    relative-error weight, coefficients rounded to the working precision) of degree 9 for
+//!    `f64` (relative approximation error 1.1e-17) and degree 4 for `f32` (3.8e-9),
+//!    evaluated with fused multiply-adds in Estrin's scheme (short dependency chains).
+//! 4. Scaling by `2^k` uses two factors `2^k1 * 2^k2`, `k1 = floor(k/2)`, `k2 = k - k1`, built
+//!    from exponent bits; both are normal numbers over the whole clamped range. The first
+//!    scaling is folded into the final multiply-add, `(1 + em1) * 2^k1 = fma(em1, 2^k1,
+//!    2^k1)`, which is exact scaling plus one rounding; the multiplication by `2^k2` only
+//!    rounds again if the result is subnormal, and overflows to `+inf` when it should. For
+//!    inputs below the lower bound `2^k2` is replaced by `0`, which gives an exact `+0`
+//!    without an (on some CPUs very slow) underflowing multiplication.
 //!
 //! # Dispatch
 //!
-//! The hot loops are written in plain Rust over fixed-width arrays (8 `f64` / 16 `f32` per
-//! step) so that LLVM vectorizes them. On `x86`/`x86_64` they are compiled twice: once in
-//! functions carrying `#[target_feature(enable = "avx2,fma")]`, selected at run time when the
-//! CPU supports both features (detection is cached in a [`std::sync::OnceLock`]), and once
-//! for the baseline target. On other architectures only the baseline version exists (it uses
-//! fused multiply-adds when the target has them, e.g. `aarch64`).
+//! The hot loops are plain Rust loops over contiguous data, processing `L` elements per step
+//! (8 `f64` or 16 `f32`, i.e. two AVX2 registers) so that LLVM vectorizes them. On
+//! `x86`/`x86_64` they are compiled twice: into functions carrying
+//! `#[target_feature(enable = "avx2,fma")]`, selected at run time when the CPU supports both
+//! features (the detection is cached in a [`std::sync::OnceLock`]), and for the baseline
+//! target. On other architectures only the baseline version exists (it uses fused
+//! multiply-adds when the target has them, e.g. on `aarch64`).
 //!
 //! # Sums
 //!
-//! The summing functions accumulate in per-lane partial sums of the element type over blocks
-//! of `64 * lanes` elements (512 for `f64`, 1024 for `f32`); the block sums are added in
-//! `f64`. This keeps the `f32` sums accurate for long slices at negligible cost. The order
-//! of additions is fixed for a given length, so results are deterministic.
+//! The summing functions accumulate in `L` per-lane partial sums of the element type over
+//! blocks of `64 * L` elements (512 for `f64`, 1024 for `f32`) and add the block sums in
+//! `f64`, which keeps the `f32` sums accurate for long slices at negligible cost. Elements
+//! after the last multiple of `L` are summed in order. The order of all additions is fixed
+//! by the length, so results are deterministic, and [`exp_shift_sum_f64`] and
+//! [`sum_exp_shift_f64`] (likewise for `f32`) return bit-identical sums.
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 use std::sync::OnceLock;
@@ -63,9 +81,9 @@ use std::sync::OnceLock;
 // Constants
 // -------------------------------------------------------------------------------------------
 
-/// Lanes per step for `f64` (two AVX2 registers).
+/// Elements per step for `f64` (two AVX2 registers).
 const L64: usize = 8;
-/// Lanes per step for `f32` (two AVX2 registers).
+/// Elements per step for `f32` (two AVX2 registers).
 const L32: usize = 16;
 /// Steps per summation block.
 const BLOCK: usize = 64;
@@ -77,12 +95,14 @@ mod c64 {
     /// Clamp bound: exp(710) overflows to +inf.
     pub const HI: f64 = 710.0;
     /// 1/ln2.
-    pub const LOG2E: f64 = 1.4426950408889634;
+    pub const LOG2E: f64 = std::f64::consts::LOG2_E;
     /// 1.5 * 2^52: adding it rounds to an integer held in the low mantissa bits.
     pub const SHIFTER: f64 = 6755399441055744.0;
-    /// ln2 = LN2_HI + LN2_LO; LN2_HI has 32 significant bits so k*LN2_HI is exact (|k| < 2^11).
-    pub const LN2_HI: f64 = 6.93147180369123816490e-01; // 0x3fe62e42fee00000
-    pub const LN2_LO: f64 = 1.90821492927058770002e-10; // 0x3dea39ef35793c76
+    /// ln2 = LN2_HI + LN2_LO (+ 1.2e-26); LN2_HI has 32 significant bits, so k * LN2_HI is
+    /// exact for |k| < 2^21 (here |k| <= 1076).
+    pub const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // 6.93147180369123816490e-01
+    /// Low part of ln2.
+    pub const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // 1.90821492927058770002e-10
     /// exp(r) ~= 1 + r + r^2 * (P0 + P1 r + ... + P9 r^9) on |r| <= ln2/2 (Remez, relative).
     pub const P: [f64; 10] = [
         0.5000000000000011,
@@ -105,11 +125,13 @@ mod c32 {
     /// Clamp bound: exp(89) overflows to +inf.
     pub const HI: f32 = 89.0;
     /// 1/ln2.
-    pub const LOG2E: f32 = 1.442_695;
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
     /// 1.5 * 2^23.
     pub const SHIFTER: f32 = 12582912.0;
-    /// ln2 = LN2_HI + LN2_LO; LN2_HI has 16 significant bits so k*LN2_HI is exact (|k| < 2^8).
-    pub const LN2_HI: f32 = 0.693_145_75; // 0x3f317200
+    /// ln2 = LN2_HI + LN2_LO (+ 5.5e-14); LN2_HI has 15 significant bits, so k * LN2_HI is
+    /// exact for |k| < 2^9 (here |k| <= 150).
+    pub const LN2_HI: f32 = f32::from_bits(0x3f31_7200); // 0.693145751953125
+    /// Low part of ln2.
     pub const LN2_LO: f32 = 1.428_606_8e-6;
     /// exp(r) ~= 1 + r + r^2 * (P0 + ... + P4 r^4) on |r| <= ln2/2 (Remez, relative).
     pub const P: [f32; 5] = [
@@ -133,7 +155,7 @@ trait MulAdd {
 
 /// Fused multiply-add (single rounding). Only used where the target (or the enclosing
 /// `#[target_feature]` function) has hardware FMA; otherwise it would call the slow libm `fma`.
-#[allow(dead_code)]
+#[allow(dead_code)] // unused on targets where neither the x86 dispatch nor hardware FMA exists
 struct Fused;
 
 impl MulAdd for Fused {
@@ -148,7 +170,7 @@ impl MulAdd for Fused {
 }
 
 /// Separate multiply and add (two roundings); for targets without hardware FMA.
-#[allow(dead_code)]
+#[allow(dead_code)] // unused on targets with hardware FMA (e.g. aarch64)
 struct Unfused;
 
 impl MulAdd for Unfused {
@@ -170,7 +192,7 @@ type PortableMulAdd = Fused;
 type PortableMulAdd = Unfused;
 
 // -------------------------------------------------------------------------------------------
-// Scalar lanes (the code LLVM vectorizes)
+// One element (the code LLVM vectorizes)
 // -------------------------------------------------------------------------------------------
 
 /// exp of one `f64`. Branch-free so that it vectorizes.
@@ -253,20 +275,10 @@ macro_rules! kernels {
     ($modname:ident, $t:ty, $lanes:expr, $lane:ident, $fma:ident) => {
         mod $modname {
             use super::{MulAdd, BLOCK};
-            /// Accumulator lanes.
+            /// Elements per step, and number of accumulator lanes.
             const L: usize = $lanes;
             /// Elements per summation block.
             const B: usize = L * BLOCK;
-
-            /// `dst[i] = exp(src[i] - shift)`. A plain element loop over contiguous data, which
-            /// the loop vectorizer turns into full-width vector code; its scalar epilogue
-            /// performs the same IEEE operations, so results do not depend on the position.
-            #[inline(always)]
-            fn exp_map<M: MulAdd>(src: &[$t], shift: $t, dst: &mut [$t]) {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = super::$lane::<M>(s - shift);
-                }
-            }
 
             /// Fixed pairwise reduction of the lane accumulators.
             #[inline(always)]
@@ -281,42 +293,23 @@ macro_rules! kernels {
                 a[0] as f64
             }
 
-            /// Sum of a block (at most `B` elements) with `L` lane accumulators.
-            #[inline(always)]
-            fn block_sum(e: &[$t]) -> f64 {
-                let mut acc = [0.0; L];
-                let mut it = e.chunks_exact(L);
-                for c in &mut it {
-                    for i in 0..L {
-                        acc[i] += c[i];
-                    }
-                }
-                for (a, &v) in acc.iter_mut().zip(it.remainder()) {
-                    *a += v;
-                }
-                hsum(acc)
-            }
-
-            /// Weighted sum of a block with `L` lane accumulators.
-            #[inline(always)]
-            fn block_dot<M: MulAdd>(w: &[$t], e: &[$t]) -> f64 {
-                let mut acc = [0.0; L];
-                let mut wi = w.chunks_exact(L);
-                let mut ei = e.chunks_exact(L);
-                for (wc, ec) in (&mut wi).zip(&mut ei) {
-                    for i in 0..L {
-                        acc[i] = M::$fma(wc[i], ec[i], acc[i]);
-                    }
-                }
-                for ((a, &wv), &ev) in acc.iter_mut().zip(wi.remainder()).zip(ei.remainder()) {
-                    *a = M::$fma(wv, ev, *a);
-                }
-                hsum(acc)
-            }
+            // All loops below process `L` elements per step: the fixed-length inner loop is
+            // unrolled and vectorized (SLP), with `acc` living in registers. The remaining
+            // `len % L` elements go through the same per-element function one by one (vector
+            // FMA lanes round exactly like scalar FMAs, so every element gets the same result
+            // wherever it sits in the slice); their contributions are summed in order into
+            // `tail`. The sums never go through memory: a scratch buffer on the stack made
+            // the speed depend on the input's address modulo 4 KiB (store/load aliasing).
 
             #[inline(always)]
             pub(crate) fn exp_inplace<M: MulAdd>(x: &mut [$t]) {
-                for v in x.iter_mut() {
+                let mut it = x.chunks_exact_mut(L);
+                for c in &mut it {
+                    for i in 0..L {
+                        c[i] = super::$lane::<M>(c[i]);
+                    }
+                }
+                for v in it.into_remainder() {
                     *v = super::$lane::<M>(*v);
                 }
             }
@@ -330,20 +323,43 @@ macro_rules! kernels {
                 );
                 let mut total = 0.0f64;
                 for (xb, ob) in x.chunks(B).zip(out.chunks_mut(B)) {
-                    exp_map::<M>(xb, shift, ob);
-                    total += block_sum(ob);
+                    let mut acc = [0.0; L];
+                    let mut xi = xb.chunks_exact(L);
+                    let mut oi = ob.chunks_exact_mut(L);
+                    for (xc, oc) in (&mut xi).zip(&mut oi) {
+                        for i in 0..L {
+                            let e = super::$lane::<M>(xc[i] - shift);
+                            oc[i] = e;
+                            acc[i] += e;
+                        }
+                    }
+                    let mut tail = 0.0;
+                    for (o, &v) in oi.into_remainder().iter_mut().zip(xi.remainder()) {
+                        let e = super::$lane::<M>(v - shift);
+                        *o = e;
+                        tail += e;
+                    }
+                    total += hsum(acc) + tail as f64;
                 }
                 total as $t
             }
 
             #[inline(always)]
             pub(crate) fn sum_exp_shift<M: MulAdd>(x: &[$t], shift: $t) -> $t {
-                let mut buf = [0.0; B];
                 let mut total = 0.0f64;
                 for xb in x.chunks(B) {
-                    let eb = &mut buf[..xb.len()];
-                    exp_map::<M>(xb, shift, eb);
-                    total += block_sum(eb);
+                    let mut acc = [0.0; L];
+                    let mut xi = xb.chunks_exact(L);
+                    for xc in &mut xi {
+                        for i in 0..L {
+                            acc[i] += super::$lane::<M>(xc[i] - shift);
+                        }
+                    }
+                    let mut tail = 0.0;
+                    for &v in xi.remainder() {
+                        tail += super::$lane::<M>(v - shift);
+                    }
+                    total += hsum(acc) + tail as f64;
                 }
                 total as $t
             }
@@ -351,12 +367,22 @@ macro_rules! kernels {
             #[inline(always)]
             pub(crate) fn dot_exp_shift<M: MulAdd>(w: &[$t], x: &[$t], shift: $t) -> $t {
                 assert_eq!(w.len(), x.len(), "dot_exp_shift: w and x lengths differ");
-                let mut buf = [0.0; B];
                 let mut total = 0.0f64;
                 for (wb, xb) in w.chunks(B).zip(x.chunks(B)) {
-                    let eb = &mut buf[..xb.len()];
-                    exp_map::<M>(xb, shift, eb);
-                    total += block_dot::<M>(wb, eb);
+                    let mut acc = [0.0; L];
+                    let mut wi = wb.chunks_exact(L);
+                    let mut xi = xb.chunks_exact(L);
+                    for (wc, xc) in (&mut wi).zip(&mut xi) {
+                        for i in 0..L {
+                            let e = super::$lane::<M>(xc[i] - shift);
+                            acc[i] = M::$fma(wc[i], e, acc[i]);
+                        }
+                    }
+                    let mut tail = 0.0;
+                    for (&wv, &v) in wi.remainder().iter().zip(xi.remainder()) {
+                        tail = M::$fma(wv, super::$lane::<M>(v - shift), tail);
+                    }
+                    total += hsum(acc) + tail as f64;
                 }
                 total as $t
             }
@@ -445,7 +471,7 @@ mod avx2 {
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 fn has_avx2_fma() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| std::env::var_os("NOAVX").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// Defines a public entry point that dispatches to the AVX2+FMA or the portable kernel.
@@ -472,7 +498,7 @@ dispatch!(
     ///
     /// `exp(-inf) = 0`, `exp(+inf) = +inf`, NaN propagates; inputs below about `-745.13`
     /// give `0` and inputs above about `709.78` give `+inf`; results in the subnormal range
-    /// are computed (not flushed). Error at most 1–2 ulp (see the module docs).
+    /// are computed (not flushed). Error at most 2 ulp, measured at most 1 ulp (module docs).
     exp_inplace_f64(x: &mut [f64])
 );
 
@@ -481,7 +507,7 @@ dispatch!(
     ///
     /// `exp(-inf) = 0`, `exp(+inf) = +inf`, NaN propagates; inputs below about `-103.97`
     /// give `0` and inputs above about `88.72` give `+inf`; results in the subnormal range
-    /// are computed (not flushed). Error at most 1–2 ulp (see the module docs).
+    /// are computed (not flushed). Error at most 2 ulp, measured at most 1 ulp (module docs).
     exp_inplace_f32(x: &mut [f32])
 );
 
@@ -489,8 +515,9 @@ dispatch!(
     /// Shifted exponential with sum: `out[i] = exp(x[i] - shift)`; returns `sum_i out[i]`.
     ///
     /// This is the core of a max-shifted log-sum-exp (`shift = max_i x[i]`). The sum is
-    /// accumulated blockwise (see the module docs). `shift = -inf` together with an element
-    /// `-inf` gives NaN (`-inf - -inf`); special-case all-`-inf` rows in the caller.
+    /// accumulated blockwise (see the module docs). Elements equal to `-inf` contribute an
+    /// exact 0, but `shift = -inf` together with an element `-inf` gives NaN (`-inf - -inf`):
+    /// special-case all-`-inf` rows in the caller.
     ///
     /// # Panics
     /// If `x.len() != out.len()`.
@@ -628,5 +655,37 @@ mod tests {
             m[1] = m[1].max(ulp32(exp_lane_f32::<PortableMulAdd>(x), r));
         }
         assert!(m.iter().all(|&u| u <= 2), "f32 ulp {m:?}");
+    }
+
+    /// The portable instantiation agrees with the dispatched one (which may be the same).
+    #[test]
+    fn portable_matches_dispatched() {
+        let n = 1003;
+        let x: Vec<f64> = (0..n).map(|i| -40.0 + 0.037 * i as f64).collect();
+        let w: Vec<f64> = (0..n).map(|i| (i % 7) as f64 - 3.0).collect();
+        let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
+        let s1 = exp_shift_sum_f64(&x, 1.0, &mut o1);
+        let s2 = portable::exp_shift_sum_f64(&x, 1.0, &mut o2);
+        assert!(o1.iter().zip(&o2).all(|(a, b)| ulp64(*a, *b) <= 2));
+        assert!((s1 - s2).abs() <= 1e-14 * s1);
+        assert_eq!(s2, portable::sum_exp_shift_f64(&x, 1.0));
+        let d1 = dot_exp_shift_f64(&w, &x, 1.0);
+        let d2 = portable::dot_exp_shift_f64(&w, &x, 1.0);
+        assert!((d1 - d2).abs() <= 1e-13 * s1);
+        let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
+        let s1 = exp_shift_sum_f32(&x, 1.0, &mut o1);
+        let s2 = portable::exp_shift_sum_f32(&x, 1.0, &mut o2);
+        assert!(o1.iter().zip(&o2).all(|(a, b)| ulp32(*a, *b) <= 2));
+        assert!((s1 - s2).abs() <= 1e-5 * s1);
+        assert_eq!(s2, portable::sum_exp_shift_f32(&x, 1.0));
+        let d1 = dot_exp_shift_f32(&w, &x, 1.0);
+        let d2 = portable::dot_exp_shift_f32(&w, &x, 1.0);
+        assert!((d1 - d2).abs() <= 1e-5 * s1);
+        // same path, same element function: bit-identical
+        let mut y: Vec<f32> = x.iter().map(|&v| v - 1.0).collect();
+        portable::exp_inplace_f32(&mut y);
+        assert!(y.iter().zip(&o2).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
