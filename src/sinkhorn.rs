@@ -176,6 +176,16 @@ pub fn sinkhorn<T: Real>(
     let mut cost = Vec::with_capacity(bcols);
     for j in 0..bcols {
         let tc = transport_cost_log(kernel, lu.col(j), lv.col(j));
+        if !tc.is_finite() {
+            return Err(Error::Numerical {
+                solver: "sinkhorn",
+                iteration: iterations,
+                message: format!(
+                    "the transport cost of pair {j} cannot be evaluated: its potentials span more than \
+                     the floating-point exponent range; use a larger γ or f64"
+                ),
+            });
+        }
         // γ Σ T log T = ⟨f, T1⟩ + ⟨g, Tᵀ1⟩ − ⟨T, C⟩, so the objective needs no plan.
         let dot = |p: &[T], m: &[T]| {
             p.iter().zip(m).fold(
@@ -259,5 +269,14 @@ fn transport_cost_log<T: Real>(kernel: &dyn Kernel<T>, lu: &[T], lv: &[T]) -> T 
         .iter()
         .zip(kcv.as_slice())
         .fold(T::zero(), |a, (&x, &y)| a + x * y);
-    s * (su + sv).exp()
+    // Recombine in the log domain: e^{su+sv} alone may overflow while `s` underflows.
+    // When the potentials spread past the exponent range, the shifted sum underflows to
+    // zero although the plan carries mass: report NaN so the caller errors out loudly.
+    if s > T::zero() {
+        (s.ln() + su + sv).exp()
+    } else if su + sv > T::zero() {
+        T::nan()
+    } else {
+        T::zero()
+    }
 }
