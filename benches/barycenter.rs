@@ -1,1 +1,473 @@
-fn main() {}
+//! Criterion benchmarks of the problems of `../shared/peers/bench_peers.py` (P1-P4), so
+//! that every row of `docs/benchmarks.md` has a peer measured on the same machine.
+//!
+//! Groups (run one with `cargo bench --bench barycenter -- <group>`):
+//! * `p1_dense`: dense barycenter, N ∈ {256, 1024, 4096}, S = 4, L = 100, γ = 1e-2 on the
+//!   `linspace(0, 1, N)` squared cost. `full` times `K = exp(-C/γ)` and the iterations
+//!   (what POT's `ot.bregman.barycenter` and the peers' `full` rows time); `loop` times
+//!   the iterations with `K` given (the peers' `K given` rows).
+//! * `p2_grid`: 2-D barycenter on an n×n grid, n ∈ {64, 128, 256}, S = 4, L = 100,
+//!   γ = 4e-3 in POT units, scaling and log domain (kernel build included, as in POT).
+//! * `variants`: heavy-ball (τ = -0.5) and unbalanced (ρ = 1) at dense N = 1024.
+//! * `kernel_gemm`: one dense kernel application against faer's own GEMM of the same shape.
+//! * `p3_grad`: forward, tape gradient and analytic gradient (Algorithm 1), dense
+//!   N = 1024 and a 128×128 grid, S = 4, L = 50, quadratic loss.
+//! * `p4_wdl`: WDL objective and gradient (softmax change of variables, eq. 13), M = 20
+//!   images 64×64, S = 5, L = 25 at γ = 4e-3 (POT units, as the peers), and S = 4 at
+//!   γ = 2 pixel² (the authors' C++ code), f64 and f32.
+//!
+//! Each group takes ten samples (`sample_size(10)`); `docs/benchmarks.md` quotes the
+//! median of `target/criterion/<id>/new/estimates.json` via `scripts/criterion_medians.py`.
+//! The parallelism is the library default (see [`wassdl::kernel`]); set
+//! `WASSDL_BENCH_PAR=seq` or `=rayon` to force one for every kernel built here.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Par};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::time::Duration;
+use wassdl::analytic::sinkhorn_grads;
+use wassdl::gradient::{loss_and_grad, GradOptions};
+use wassdl::kernel::apply_new;
+use wassdl::*;
+
+/// The parallelism forced by `WASSDL_BENCH_PAR`, if any.
+fn forced_par() -> Option<Par> {
+    match std::env::var("WASSDL_BENCH_PAR").ok()?.as_str() {
+        "seq" => Some(Par::Seq),
+        "rayon" => Some(Par::rayon(0)),
+        _ => None,
+    }
+}
+
+fn dense_kernel<T: Real>(c: &Batch<T>, gamma: T) -> DenseKernel<T> {
+    let k = DenseKernel::new(c.view(), gamma).unwrap();
+    match forced_par() {
+        Some(p) => k.with_par(p),
+        None => k,
+    }
+}
+
+fn grid_kernel<T: Real>(grid: &Grid, gamma: T) -> GridKernel<T> {
+    let k = GridKernel::new(grid, gamma).unwrap();
+    match forced_par() {
+        Some(p) => k.with_par(p),
+        None => k,
+    }
+}
+
+/// `bench_peers.problem_1d`: Gaussian atoms on `linspace(0, 1, N)`, its squared cost,
+/// weights `[.1, .2, .3, .4]` and the target of P3.
+struct Problem1d {
+    atoms: Batch<f64>,
+    cost: Batch<f64>,
+    weights: Batch<f64>,
+    target: Batch<f64>,
+}
+
+fn problem_1d(n: usize, s: usize) -> Problem1d {
+    let x: Vec<f64> = (0..n).map(|i| i as f64 / (n - 1) as f64).collect();
+    let stds = [0.05, 0.08, 0.04, 0.06, 0.07];
+    let gauss = |m: f64, sd: f64| -> Vec<f64> {
+        let v: Vec<f64> = x
+            .iter()
+            .map(|&xi| (-(xi - m).powi(2) / (2.0 * sd * sd)).exp())
+            .collect();
+        let t: f64 = v.iter().sum();
+        v.into_iter().map(|a| a / t).collect()
+    };
+    let mut atoms = Vec::with_capacity(n * s);
+    for k in 0..s {
+        let mean = if s > 1 {
+            0.2 + 0.6 * k as f64 / (s - 1) as f64
+        } else {
+            0.2
+        };
+        atoms.extend(gauss(mean, stds[k]));
+    }
+    let w: Vec<f64> = (1..=s).map(|k| 0.1 * k as f64).collect();
+    let ws: f64 = w.iter().sum();
+    Problem1d {
+        atoms: Batch::from_vec(n, s, atoms),
+        cost: Batch::from_fn(n, n, |i, j| (x[i] - x[j]).powi(2)),
+        weights: Batch::from_vec(s, 1, w.into_iter().map(|v| v / ws).collect()),
+        target: Batch::from_vec(n, 1, gauss(0.45, 0.1)),
+    }
+}
+
+/// Like `bench_peers.problem_2d` (same distribution, Rust RNG): `s` round Gaussian
+/// blobs plus 1e-8 on an n×n grid, row-major, normalized.
+fn problem_2d(n: usize, s: usize, seed: u64) -> Batch<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let nf = n as f64;
+    let mut data = Vec::with_capacity(n * n * s);
+    for _ in 0..s {
+        let (ci, cj) = (
+            rng.random_range(0.3 * nf..0.7 * nf),
+            rng.random_range(0.3 * nf..0.7 * nf),
+        );
+        let r = rng.random_range(0.1 * nf..0.25 * nf);
+        let im: Vec<f64> = (0..n * n)
+            .map(|q| {
+                let (i, j) = ((q / n) as f64, (q % n) as f64);
+                (-((i - ci).powi(2) + (j - cj).powi(2)) / (2.0 * r * r)).exp() + 1e-8
+            })
+            .collect();
+        let t: f64 = im.iter().sum();
+        data.extend(im.into_iter().map(|v| v / t));
+    }
+    Batch::from_vec(n * n, s, data)
+}
+
+/// Like `bench_peers.problem_wdl`: `m` images of three random blobs each plus 1e-6,
+/// and the initial logits `alpha` (`N × S`) and `beta` (`S × M`), N(0, 0.1²).
+fn problem_wdl(m: usize, n: usize, s: usize) -> (Batch<f64>, Batch<f64>, Batch<f64>) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let nf = n as f64;
+    let mut y = Vec::with_capacity(n * n * m);
+    for _ in 0..m {
+        let mut im = vec![1e-6; n * n];
+        for _ in 0..3 {
+            let (ci, cj) = (
+                rng.random_range(0.2 * nf..0.8 * nf),
+                rng.random_range(0.2 * nf..0.8 * nf),
+            );
+            let r = rng.random_range(0.04 * nf..0.12 * nf);
+            let amp = rng.random_range(0.5..1.5);
+            for (q, v) in im.iter_mut().enumerate() {
+                let (i, j) = ((q / n) as f64, (q % n) as f64);
+                *v += amp * (-((i - ci).powi(2) + (j - cj).powi(2)) / (2.0 * r * r)).exp();
+            }
+        }
+        let t: f64 = im.iter().sum();
+        y.extend(im.into_iter().map(|v| v / t));
+    }
+    let normal = rand_distr::Normal::new(0.0, 0.1).unwrap();
+    let mut draw = |k: usize| -> Vec<f64> { (0..k).map(|_| rng.sample(normal)).collect() };
+    let alpha = Batch::from_vec(n * n, s, draw(n * n * s));
+    let beta = Batch::from_vec(s, m, draw(s * m));
+    (Batch::from_vec(n * n, m, y), alpha, beta)
+}
+
+/// Column-wise softmax (eq. 13).
+fn softmax_cols<T: Real>(x: &Batch<T>) -> Batch<T> {
+    let mut out = x.clone();
+    for j in 0..x.cols() {
+        let c = out.col_mut(j);
+        let mx = c.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+        let mut s = T::zero();
+        for v in c.iter_mut() {
+            *v = (*v - mx).exp();
+            s += *v;
+        }
+        for v in c.iter_mut() {
+            *v /= s;
+        }
+    }
+    out
+}
+
+/// Pulls a gradient `g` with respect to `y = softmax(x)` (per column) back to `x`:
+/// `y ⊙ (g − ⟨g, y⟩)`.
+fn softmax_back<T: Real>(y: &Batch<T>, g: &Batch<T>) -> Batch<T> {
+    let mut out = g.clone();
+    for j in 0..y.cols() {
+        let dot = y
+            .col(j)
+            .iter()
+            .zip(g.col(j))
+            .fold(T::zero(), |a, (&p, &q)| a + p * q);
+        for (o, &p) in out.col_mut(j).iter_mut().zip(y.col(j)) {
+            *o = p * (*o - dot);
+        }
+    }
+    out
+}
+
+/// The WDL objective `Σ_m ‖P(softmax(α), softmax(β_m)) − y_m‖²` and its gradient with
+/// respect to `(α, β)`, one evaluation as Algorithm 2 performs it.
+fn wdl_eval<T: Real>(
+    k: &dyn Kernel<T>,
+    y: &Batch<T>,
+    alpha: &Batch<T>,
+    beta: &Batch<T>,
+    cfg: &BarycenterConfig,
+    opts: &GradOptions,
+) -> (T, Batch<T>, Batch<T>, usize) {
+    let d = softmax_cols(alpha);
+    let w = softmax_cols(beta);
+    let g = loss_and_grad(k, &d, &w, y, &Loss::Quadratic, cfg, None, opts).unwrap();
+    (
+        g.loss,
+        softmax_back(&d, &g.grad_atoms),
+        softmax_back(&w, &g.grad_weights),
+        g.peak_bytes,
+    )
+}
+
+fn configure<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    secs: u64,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(secs))
+        .sampling_mode(SamplingMode::Flat);
+    g
+}
+
+fn p1_dense(c: &mut Criterion) {
+    let mut g = configure(c, "p1_dense", 5);
+    for &n in &[256usize, 1024, 4096] {
+        let p = problem_1d(n, 4);
+        let cfg = BarycenterConfig::iterations(100);
+        g.bench_with_input(BenchmarkId::new("full_f64", n), &n, |b, _| {
+            b.iter(|| {
+                let k = dense_kernel(&p.cost, 1e-2);
+                black_box(barycenters(&k, &p.atoms, &p.weights, &cfg, None).unwrap())
+            })
+        });
+        let k = dense_kernel(&p.cost, 1e-2);
+        g.bench_with_input(BenchmarkId::new("loop_f64", n), &n, |b, _| {
+            b.iter(|| black_box(barycenters(&k, &p.atoms, &p.weights, &cfg, None).unwrap()))
+        });
+        let (c32, a32, w32) = (
+            p.cost.cast::<f32>(),
+            p.atoms.cast::<f32>(),
+            p.weights.cast::<f32>(),
+        );
+        let k32 = dense_kernel(&c32, 1e-2f32);
+        g.bench_with_input(BenchmarkId::new("loop_f32", n), &n, |b, _| {
+            b.iter(|| black_box(barycenters(&k32, &a32, &w32, &cfg, None).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn p2_grid(c: &mut Criterion) {
+    let mut g = configure(c, "p2_grid", 5);
+    let w = Batch::filled(4, 1, 0.25);
+    for &n in &[64usize, 128, 256] {
+        let grid = Grid::new(&[n, n]).unwrap();
+        let atoms = problem_2d(n, 4, 0);
+        let cfg = BarycenterConfig::iterations(100);
+        g.bench_with_input(BenchmarkId::new("scaling_f64", n), &n, |b, _| {
+            b.iter(|| {
+                let k = grid_kernel(&grid, 4e-3);
+                black_box(barycenters(&k, &atoms, &w, &cfg, None).unwrap())
+            })
+        });
+        let (a32, w32) = (atoms.cast::<f32>(), w.cast::<f32>());
+        g.bench_with_input(BenchmarkId::new("scaling_f32", n), &n, |b, _| {
+            b.iter(|| {
+                let k = grid_kernel(&grid, 4e-3f32);
+                black_box(barycenters(&k, &a32, &w32, &cfg, None).unwrap())
+            })
+        });
+        let lcfg = cfg.log_domain(true);
+        g.bench_with_input(BenchmarkId::new("log_f64", n), &n, |b, _| {
+            b.iter(|| {
+                let k = grid_kernel(&grid, 4e-3);
+                black_box(barycenters(&k, &atoms, &w, &lcfg, None).unwrap())
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("log_f32", n), &n, |b, _| {
+            b.iter(|| {
+                let k = grid_kernel(&grid, 4e-3f32);
+                black_box(barycenters(&k, &a32, &w32, &lcfg, None).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn variants(c: &mut Criterion) {
+    let mut g = configure(c, "variants", 5);
+    let n = 1024;
+    let p = problem_1d(n, 4);
+    let k = dense_kernel(&p.cost, 1e-2);
+    let cases = [
+        ("plain", BarycenterConfig::iterations(100)),
+        (
+            "heavy_ball_tau-0.5",
+            BarycenterConfig::iterations(100).tau(-0.5),
+        ),
+        (
+            "unbalanced_rho1",
+            BarycenterConfig::iterations(100).rho(1.0),
+        ),
+        (
+            "log_domain",
+            BarycenterConfig::iterations(100).log_domain(true),
+        ),
+    ];
+    for (name, cfg) in cases {
+        g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+            b.iter(|| black_box(barycenters(&k, &p.atoms, &p.weights, &cfg, None).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn kernel_gemm(c: &mut Criterion) {
+    let mut g = configure(c, "kernel_gemm", 3);
+    let mut rng = StdRng::seed_from_u64(3);
+    for &(n, cols) in &[
+        (256usize, 4usize),
+        (1024, 4),
+        (4096, 4),
+        (1024, 64),
+        (4096, 64),
+    ] {
+        let p = problem_1d(n, 4);
+        let k = dense_kernel(&p.cost, 1e-2);
+        let x = Batch::from_fn(n, cols, |_, _| rng.random_range(0.5..1.5));
+        let id = format!("{n}x{cols}");
+        g.throughput(criterion::Throughput::Elements((2 * n * n * cols) as u64));
+        g.bench_function(BenchmarkId::new("kernel_apply", &id), |b| {
+            b.iter(|| black_box(apply_new(&k, &x, false)))
+        });
+        let km = k.matrix().clone();
+        for (name, par) in [("faer_seq", Par::Seq), ("faer_rayon", Par::rayon(0))] {
+            g.bench_function(BenchmarkId::new(name, &id), |b| {
+                b.iter(|| {
+                    let mut out = Batch::zeros(n, cols);
+                    matmul(
+                        out.view_mut(),
+                        Accum::Replace,
+                        km.view(),
+                        x.view(),
+                        1.0,
+                        par,
+                    );
+                    black_box(out)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn p3_grad(c: &mut Criterion) {
+    let mut g = configure(c, "p3_grad", 5);
+    let l = 50;
+    let cfg = BarycenterConfig::iterations(l);
+    let quad_grad = |x: &Batch<f64>| {
+        let x = x.clone();
+        move |p: &Batch<f64>| {
+            Batch::from_fn(p.rows(), p.cols(), |i, j| 2.0 * (p.get(i, j) - x.get(i, j)))
+        }
+    };
+    // Dense N = 1024: the peers' P3 problem exactly.
+    let p = problem_1d(1024, 4);
+    let dk = dense_kernel(&p.cost, 1e-2);
+    // 128×128 grid, γ = 4e-3 (POT units), four blob atoms, a blob target.
+    let grid = Grid::new(&[128, 128]).unwrap();
+    let gk = grid_kernel(&grid, 4e-3);
+    let ga = problem_2d(128, 4, 0);
+    let gt = problem_2d(128, 1, 7);
+    let gw = Batch::from_vec(4, 1, vec![0.1, 0.2, 0.3, 0.4]);
+    let cases: [(
+        &str,
+        &dyn Kernel<f64>,
+        &Batch<f64>,
+        &Batch<f64>,
+        &Batch<f64>,
+    ); 2] = [
+        ("dense1024", &dk, &p.atoms, &p.weights, &p.target),
+        ("grid128", &gk, &ga, &gw, &gt),
+    ];
+    for (name, k, atoms, w, x) in cases {
+        g.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| {
+                let out = barycenters(k, atoms, w, &cfg, None).unwrap();
+                black_box(Loss::Quadratic.value_and_grad(&out.p, x, k).unwrap().0)
+            })
+        });
+        g.bench_function(BenchmarkId::new("tape", name), |b| {
+            b.iter(|| {
+                black_box(
+                    loss_and_grad(
+                        k,
+                        atoms,
+                        w,
+                        x,
+                        &Loss::Quadratic,
+                        &cfg,
+                        None,
+                        &GradOptions::default(),
+                    )
+                    .unwrap(),
+                )
+            })
+        });
+        let lg = quad_grad(x);
+        g.bench_function(BenchmarkId::new("analytic", name), |b| {
+            b.iter(|| black_box(sinkhorn_grads(k, atoms, w, l, &mut |p| lg(p)).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn p4_wdl(c: &mut Criterion) {
+    let mut g = configure(c, "p4_wdl", 8);
+    let (m, n) = (20, 64);
+    let grid = Grid::new(&[n, n]).unwrap();
+    let pix = grid.clone().with_units(GridUnits::Pixel);
+    let opts = GradOptions::default();
+    let cfg = BarycenterConfig::iterations(25);
+    // Peers' problem: S = 5, γ = 4e-3 (POT units). C++ comparison: S = 4, γ = 2 pixel².
+    for (name, grid, gamma, s) in [
+        ("pot_s5", &grid, 4e-3, 5usize),
+        ("pixel_g2_s4", &pix, 2.0, 4),
+    ] {
+        let (y, alpha, beta) = problem_wdl(m, n, s);
+        let k = grid_kernel(grid, gamma);
+        g.bench_function(BenchmarkId::new(format!("{name}_f64"), m), |b| {
+            b.iter(|| black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts)))
+        });
+        let (y32, a32, b32) = (y.cast::<f32>(), alpha.cast::<f32>(), beta.cast::<f32>());
+        let k32 = grid_kernel(grid, gamma as f32);
+        g.bench_function(BenchmarkId::new(format!("{name}_f32"), m), |b| {
+            b.iter(|| black_box(wdl_eval(&k32, &y32, &a32, &b32, &cfg, &opts)))
+        });
+        if s == 4 {
+            // The authors' log-domain build (about 105 s per evaluation) against ours.
+            let lcfg = cfg.log_domain(true);
+            g.bench_function(BenchmarkId::new(format!("{name}_log_f64"), m), |b| {
+                b.iter(|| black_box(wdl_eval(&k, &y, &alpha, &beta, &lcfg, &opts)))
+            });
+            g.bench_function(BenchmarkId::new(format!("{name}_log_f32"), m), |b| {
+                b.iter(|| black_box(wdl_eval(&k32, &y32, &a32, &b32, &lcfg, &opts)))
+            });
+        }
+    }
+    // The authors' 128×128 row: S = 4, γ = 2 pixel².
+    let pix128 = Grid::new(&[128, 128]).unwrap().with_units(GridUnits::Pixel);
+    let (y, alpha, beta) = problem_wdl(m, 128, 4);
+    let k = grid_kernel(&pix128, 2.0);
+    g.bench_function(BenchmarkId::new("pixel128_g2_s4_f64", m), |b| {
+        b.iter(|| black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts)))
+    });
+    let (y32, a32, b32) = (y.cast::<f32>(), alpha.cast::<f32>(), beta.cast::<f32>());
+    let k32 = grid_kernel(&pix128, 2.0f32);
+    g.bench_function(BenchmarkId::new("pixel128_g2_s4_f32", m), |b| {
+        b.iter(|| black_box(wdl_eval(&k32, &y32, &a32, &b32, &cfg, &opts)))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    p1_dense,
+    p2_grid,
+    variants,
+    kernel_gemm,
+    p3_grad,
+    p4_wdl
+);
+criterion_main!(benches);

@@ -302,7 +302,8 @@ fn checkpointed<T: Real>(
     })
 }
 
-/// Algorithm 1 / Algorithm 4 through [`crate::analytic`].
+/// Algorithm 1 / Algorithm 4 through [`crate::analytic`]: plain balanced iterations
+/// (τ = 0, no ρ) from a cold start, with the loss's gradient `∇L(p)` from Table 1.
 #[allow(clippy::too_many_arguments)]
 fn analytic<T: Real>(
     kernel: &dyn Kernel<T>,
@@ -312,12 +313,53 @@ fn analytic<T: Real>(
     loss: &Loss,
     cfg: &BarycenterConfig,
     warm: Option<&Scalings<T>>,
-    _opts: &GradOptions,
+    opts: &GradOptions,
 ) -> Result<LossGrad<T>> {
-    let _ = (kernel, atoms, weights, targets, loss, cfg, warm);
-    Err(Error::InvalidParameter {
-        arg: "method",
-        requirement: "GradientMethod::Tape (the analytic loops are not wired in yet)",
-        value: f64::NAN,
+    let supported = cfg.tau == 0.0 && cfg.rho.is_none() && warm.is_none() && opts.checkpoint.is_none();
+    let Stop::Iterations(l) = cfg.stop else {
+        return Err(Error::InvalidParameter {
+            arg: "method",
+            requirement: "GradientMethod::Tape unless the iteration count is fixed (Stop::Iterations)",
+            value: f64::NAN,
+        });
+    };
+    if !supported {
+        return Err(Error::InvalidParameter {
+            arg: "method",
+            requirement: "GradientMethod::Tape for heavy-ball, unbalanced, warm-started or checkpointed \
+                          gradients (Algorithms 1 and 4 cover the plain iteration only)",
+            value: f64::NAN,
+        });
+    }
+    let mut value = T::zero();
+    let mut err = None;
+    let mut grad_fn = |p: &Batch<T>| match loss.value_and_grad(p, targets, kernel) {
+        Ok((v, g)) => {
+            value = v;
+            g
+        }
+        Err(e) => {
+            err = Some(e);
+            Batch::zeros(p.rows(), p.cols())
+        }
+    };
+    let out = if cfg.log_domain {
+        crate::analytic::log_sinkhorn_grads(kernel, atoms, weights, l, &mut grad_fn)?
+    } else {
+        crate::analytic::sinkhorn_grads(kernel, atoms, weights, l, &mut grad_fn)?
+    };
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let (n, s, m) = (atoms.rows(), atoms.cols(), weights.cols());
+    let peak = crate::analytic::memory_bytes(n, s, m, l, std::mem::size_of::<T>());
+    Ok(LossGrad {
+        loss: value,
+        p: out.p,
+        grad_atoms: out.grad_atoms,
+        grad_weights: out.grad_weights,
+        // Algorithms 1 and 4 do not return their scalings; a warm restart needs the tape.
+        scalings: Scalings::ones(n, s * m, cfg.log_domain),
+        peak_bytes: peak,
     })
 }

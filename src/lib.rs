@@ -40,17 +40,29 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod analytic;
 pub mod barycenter;
+pub mod baselines;
 mod batch;
+pub mod datasets;
+pub mod dictionary;
 pub mod emd;
 mod error;
+pub mod figures;
+pub mod gradcheck;
 pub mod gradient;
+pub mod jacobians;
 pub mod kernel;
 pub mod loss;
+pub mod metrics;
+pub mod npy;
 mod ops;
+pub mod pointcloud;
+pub mod pointcloud_dictionary;
 mod real;
 pub mod sinkhorn;
 pub mod tape;
+pub mod unmixing;
 pub mod validate;
 pub mod vexp;
 

@@ -1,6 +1,8 @@
-//! The `wassdl` command line (see `docs/cli.md`).
+//! The `wassdl` command line: NumPy files in, NumPy files and a JSON summary out.
+//! See `docs/cli.md`; the subcommands live in `src/cli/`, one file each.
 
-fn main() {
-    eprintln!("wassdl: the command line is being written; see docs/cli.md");
-    std::process::exit(2);
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -273,10 +273,29 @@ fn transport_cost_log<T: Real>(kernel: &dyn Kernel<T>, lu: &[T], lv: &[T]) -> T 
     // When the potentials spread past the exponent range, the shifted sum underflows to
     // zero although the plan carries mass: report NaN so the caller errors out loudly.
     if s > T::zero() {
-        (s.ln() + su + sv).exp()
-    } else if su + sv > T::zero() {
-        T::nan()
-    } else {
-        T::zero()
+        return (s.ln() + su + sv).exp();
     }
+    if su + sv <= T::zero() {
+        return T::zero();
+    }
+    // The shared shift lost the rows that carry the mass: sum the plan entries exactly,
+    // each `exp(lu_i + lv_j − C_ij/γ) C_ij` bounded, when the cost matrix fits in memory.
+    let (n1, n2) = (lu.len(), lv.len());
+    if n1.saturating_mul(n2) > 1 << 26 {
+        return T::nan();
+    }
+    let c = kernel.cost_matrix();
+    let g = kernel.gamma();
+    let mut total = T::zero();
+    for j in 0..n2 {
+        if lv[j] == T::neg_infinity() {
+            continue;
+        }
+        for (i, &cij) in c.col(j).iter().enumerate() {
+            if lu[i] != T::neg_infinity() {
+                total += (lu[i] + lv[j] - cij / g).exp() * cij;
+            }
+        }
+    }
+    total
 }

@@ -1,0 +1,1692 @@
+//! Wasserstein dictionary learning (Algorithm 2 of Schmitz et al. 2018): learn `S` atoms
+//! `D` (`N × S`) and barycentric weights `Λ` (`S × M`) such that each datapoint `x_m` is
+//! approximated by the barycenter `P^(L)(D, λ_m)` of the atoms (eq. 9-10).
+//!
+//! ```
+//! use wassdl::{Batch, BarycenterConfig, Grid, GridKernel, Loss};
+//! use wassdl::dictionary::{fit, NoObserver, WdlConfig};
+//! let grid = Grid::new(&[30]).unwrap();
+//! let k = GridKernel::<f64>::new(&grid, 5e-3).unwrap();
+//! // three bumps, translated: the data of a two-atom dictionary
+//! let data = Batch::from_fn(30, 3, |i, m| {
+//!     (-((i as f64 - 10.0 - 5.0 * m as f64) / 2.0).powi(2)).exp()
+//! });
+//! let sums = data.col_sums();
+//! let data = Batch::from_fn(30, 3, |i, m| data.get(i, m) / sums[m]);
+//! let cfg = WdlConfig::new(2)
+//!     .barycenter(BarycenterConfig::iterations(20))
+//!     .loss(Loss::Quadratic)
+//!     .max_iters(15)
+//!     .seed(1);
+//! let out = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
+//! assert_eq!(out.atoms.shape(), (30, 2));
+//! assert!(out.loss < out.history[0].loss);
+//! ```
+//!
+//! # Parametrization (eq. 13) and the weight scale ζ (section 3.1)
+//!
+//! Atoms and weights stay in their simplices through the softmax change of variables
+//! `d_s = softmax(α_s)` and `λ_m = softmax(β_m)`. L-BFGS (argmin's, in `f64`) works on
+//! one vector `concat(α, β̃)`, both column-major, with `β = ζ β̃`. The gradient of the
+//! energy `G(α, β̃) = E_L(softmax(α), softmax(ζ β̃))` is therefore
+//!
+//! * `∇_{α_s} G = (I − d_s 1ᵀ) Δ(d_s) ∇_{d_s} E_L = d_s ⊙ (g_s − ⟨d_s, g_s⟩)`,
+//! * `∇_{β̃_m} G = ζ · λ_m ⊙ (h_m − ⟨λ_m, h_m⟩)`,
+//!
+//! with `g = ∇_D E_L` and `h = ∇_Λ E_L` from [`crate::gradient::loss_and_grad`] (eq.
+//! 11-12, any barycenter variant, chunked and checkpointed). That is the paper's "multiply
+//! every gradient entry of the weights by ζ", realized as a change of variables so that
+//! the objective seen by the line search stays consistent with its gradient (the
+//! authors' Python code scales the gradient alone, which makes the Wolfe tests compare
+//! slopes of a different function). A large ζ makes L-BFGS move the weights faster than
+//! the atoms; ζ = 1 is the plain eq. 13.
+//!
+//! # Warm restarts (section 4.2)
+//!
+//! With [`WdlConfig::warm_restart`] = `Some(k)`, a fresh L-BFGS starts every `k`
+//! iterations from the current point, and the Sinkhorn scalings of the barycenters are
+//! initialized from the evaluation at that point in the previous run. Within a run the
+//! warm scalings are constants (the paper's "different, more accurate, energy" per run),
+//! so each run minimizes one consistent objective; the loss can jump at a restart.
+//! The first run starts cold (`a = b = 1`). Scalings accumulate iterations across runs:
+//! use the log domain if they over- or underflow.
+//!
+//! # Cost of an iteration
+//!
+//! argmin calls `cost` and `gradient` separately, usually at the same point. The problem
+//! caches its last evaluation (loss, gradient, barycenters, scalings), keyed by the
+//! exact parameter vector, so each point costs one forward pass: with More-Thuente or
+//! Hager-Zhang `cost` runs forward and backward at once (its gradient is always asked
+//! next); with backtracking `cost` runs the forward pass only and `gradient` re-runs it
+//! on the tape at the accepted point. [`Fit::counts`] reports every count.
+//!
+//! # Memory
+//!
+//! A fit holds, for `P = N·S + S·M` parameters and `b = size_of::<T>()` bytes:
+//!
+//! * the tape of one chunk of `m_c` datapoints ([`crate::GradOptions::chunk`]), reported
+//!   as [`crate::LossGrad::peak_bytes`] (kept in [`Fit::peak_tape_bytes`]). For the plain
+//!   balanced scaling-domain iteration it is `L · (6S + 2) · N · m_c · b` plus
+//!   `O(N·S·m_c·b)` (tests/dictionary.rs checks the slope in `L` exactly); with
+//!   checkpointing every `k` iterations, `k · (6S + 2) · N · m_c · b + ⌈L/k⌉ · 2 · N·S·m_c · b`;
+//! * the data and the cached evaluation (barycenters and scalings):
+//!   `(2 + 2S) · N · M · b` (the cache is emptied before the next evaluation fills it);
+//! * with warm restarts, the warm scalings `2S · N · M · b`, plus the copy that
+//!   [`crate::gradient::loss_and_grad`] converts per chunk, another `2S · N · M · b`;
+//! * L-BFGS: about `(2 · memory + 8) · P · 8` bytes (the correction pairs, the current
+//!   and previous points and gradients, the line search's copies);
+//!
+//! so peak ≈ `tape(m_c) + (2 + 2S) · N · M · b + (2 · memory + 8) · P · 8`, plus
+//! `4S · N · M · b` with warm restarts. Choose `m_c` to bound the first term: for
+//! Figure 2's problem (N = 100, S = 2, M = 5, L = 50, f64, one chunk) the tape is
+//! 50 · 14 · 100 · 5 · 8 B = 2.8 MB; for 20 images of 64 × 64 with S = 5 and L = 25 it
+//! is 25 · 32 · 4096 · 20 · 8 B = 524 MB in f64, 262 MB in f32, and `m_c = 4` divides
+//! it by five.
+//!
+//! # Saving
+//!
+//! [`Model`] stores the kernel recipe ([`KernelSpec`]), the configuration, the atoms and
+//! the weights as self-describing, versioned JSON. serde_json (without its
+//! `float_roundtrip` feature, which this crate does not enable) parses some 17-digit
+//! decimals one ulp off, so [`Model::from_json`] parses every number with Rust's
+//! correctly rounded parser instead: a save/load round trip is exact to the bit.
+
+use crate::barycenter::{barycenters, BarycenterConfig, Scalings, Stop};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gradient::{loss_and_grad, GradOptions};
+use crate::kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel};
+use crate::loss::Loss;
+use crate::metrics::Metrics;
+use crate::real::Real;
+use crate::tape::softmax_cols;
+use crate::validate;
+use argmin::core::{
+    CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason, TerminationStatus,
+};
+use argmin::solver::linesearch::condition::ArmijoCondition;
+use argmin::solver::linesearch::{
+    BacktrackingLineSearch, HagerZhangLineSearch, MoreThuenteLineSearch,
+};
+use argmin::solver::quasinewton::LBFGS;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How to rebuild the kernel of a saved model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum KernelSpec {
+    /// A separable [`GridKernel`] on a regular grid.
+    Grid {
+        /// Grid shape, slowest axis first.
+        shape: Vec<usize>,
+        /// Coordinate convention.
+        units: GridUnits,
+        /// Regularization γ.
+        gamma: f64,
+    },
+    /// A [`DenseKernel`] from an `n × n` cost matrix.
+    Dense {
+        /// The cost matrix, row-major.
+        cost: Vec<f64>,
+        /// Support size.
+        n: usize,
+        /// Regularization γ.
+        gamma: f64,
+    },
+}
+
+impl KernelSpec {
+    /// The recipe of `GridKernel::new(grid, gamma)`.
+    pub fn grid(grid: &Grid, gamma: f64) -> Self {
+        KernelSpec::Grid {
+            shape: grid.shape().to_vec(),
+            units: grid.units(),
+            gamma,
+        }
+    }
+    /// The recipe of `DenseKernel::new(cost, gamma)` for a square cost matrix.
+    pub fn dense(cost: &Batch<f64>, gamma: f64) -> Result<Self> {
+        let n = cost.rows();
+        validate::shape("cost", cost, n, n)?;
+        Ok(KernelSpec::Dense {
+            cost: (0..n * n).map(|k| cost.get(k / n, k % n)).collect(),
+            n,
+            gamma,
+        })
+    }
+    /// Support size `N`.
+    pub fn len(&self) -> usize {
+        match self {
+            KernelSpec::Grid { shape, .. } => shape.iter().product(),
+            KernelSpec::Dense { n, .. } => *n,
+        }
+    }
+    /// Always false: a kernel has at least one cell (an empty spec fails in [`Self::build`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Builds the kernel in precision `T`.
+    pub fn build<T: Real>(&self) -> Result<Box<dyn Kernel<T>>> {
+        match self {
+            KernelSpec::Grid {
+                shape,
+                units,
+                gamma,
+            } => {
+                let grid = Grid::new(shape)?.with_units(*units);
+                Ok(Box::new(GridKernel::new(&grid, T::of(*gamma))?))
+            }
+            KernelSpec::Dense { cost, n, gamma } => {
+                if cost.len() != n * n {
+                    return Err(Error::ShapeMismatch {
+                        arg: "cost",
+                        expected: format!("{n} x {n} ({} entries)", n * n),
+                        found: format!("{} entries", cost.len()),
+                    });
+                }
+                let c: Vec<T> = cost.iter().map(|&v| T::of(v)).collect();
+                let view = faer::MatRef::from_row_major_slice(&c, *n, *n);
+                Ok(Box::new(DenseKernel::new(view, T::of(*gamma))?))
+            }
+        }
+    }
+}
+
+/// Line search used by L-BFGS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LineSearchKind {
+    /// More-Thuente (strong Wolfe conditions, c₁ = 1e-4, c₂ = 0.9): argmin's default.
+    #[default]
+    MoreThuente,
+    /// Hager-Zhang (approximate Wolfe conditions). argmin 0.11's implementation probes a
+    /// step of 10⁵ first and its secant steps turn NaN where the softmax saturates: on
+    /// this objective it usually stops (gracefully, [`Termination::LineSearch`]) within a
+    /// few iterations. Prefer More-Thuente.
+    HagerZhang,
+    /// Backtracking with the Armijo condition (c = 1e-4, contraction 0.9): one forward
+    /// pass per trial step, the gradient only at the accepted one.
+    Backtracking,
+}
+
+/// L-BFGS settings (argmin's `LBFGS`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LbfgsSettings {
+    /// Number of correction pairs kept (`m`).
+    pub memory: usize,
+    /// Total L-BFGS iterations, summed over warm restarts.
+    pub max_iters: u64,
+    /// Stop when the gradient norm (of the L-BFGS variables, ζ included) is below this.
+    pub tol_grad: f64,
+    /// Stop when the loss changes by less than this over one iteration.
+    pub tol_cost: f64,
+    /// Line search.
+    pub line_search: LineSearchKind,
+}
+
+impl Default for LbfgsSettings {
+    /// memory 10, 100 iterations, both tolerances 0 (run the whole budget, as the
+    /// paper's experiments do), More-Thuente.
+    fn default() -> Self {
+        LbfgsSettings {
+            memory: 10,
+            max_iters: 100,
+            tol_grad: 0.0,
+            tol_cost: 0.0,
+            line_search: LineSearchKind::MoreThuente,
+        }
+    }
+}
+
+/// Initial atoms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AtomInit {
+    /// Every atom uniform, `1/N` (the paper's PSF and cardiac experiments). Needs
+    /// non-uniform initial weights when `S ≥ 2`: otherwise every atom gets the same
+    /// gradient and they stay identical.
+    Constant,
+    /// Entries uniform in `(0, 1]`, normalized (the authors' `"random"`), seeded.
+    #[default]
+    Random,
+    /// `S` distinct datapoints drawn at random (seeded), mixed with `10⁻³` of the uniform
+    /// histogram so that every entry is positive (a softmax cannot represent zeros).
+    FromData,
+}
+
+/// Initial weights.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum WeightInit {
+    /// `1/S` everywhere.
+    #[default]
+    Uniform,
+    /// Entries uniform in `(0, 1]`, normalized per datapoint, seeded.
+    Random,
+    /// Given `S × M` weights, column-major, each column in the simplex with positive
+    /// entries (a softmax cannot represent a zero weight).
+    Given(Vec<f64>),
+}
+
+/// Settings of [`fit`] and [`transform`] (builder style; checked by [`Self::validate`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WdlConfig {
+    /// Number of atoms `S`.
+    pub n_atoms: usize,
+    /// Barycenter variant; its stop rule must be `Stop::Iterations(L)` (eq. 10
+    /// differentiates exactly `L` iterations).
+    pub barycenter: BarycenterConfig,
+    /// Fitting loss (Table 1).
+    pub loss: Loss,
+    /// Weight scale ζ > 0 (section 3.1): `β = ζ β̃` (see the module docs).
+    pub zeta: f64,
+    /// L-BFGS settings.
+    pub lbfgs: LbfgsSettings,
+    /// Restart L-BFGS every `k` iterations, carrying the scalings over (section 4.2).
+    pub warm_restart: Option<usize>,
+    /// Initial atoms.
+    pub atom_init: AtomInit,
+    /// Initial weights.
+    pub weight_init: WeightInit,
+    /// Seed of every random initialization (`StdRng`: deterministic for a given seed and
+    /// `rand` version).
+    pub seed: u64,
+    /// Gradient source, chunking and checkpointing.
+    pub gradient: GradOptions,
+}
+
+impl Default for WdlConfig {
+    fn default() -> Self {
+        Self::new(2)
+    }
+}
+
+impl WdlConfig {
+    /// `n_atoms` atoms; L = 25 plain iterations, quadratic loss, ζ = 1, default L-BFGS,
+    /// no warm restart, random atoms, uniform weights, seed 0, tape gradients.
+    pub fn new(n_atoms: usize) -> Self {
+        WdlConfig {
+            n_atoms,
+            barycenter: BarycenterConfig::iterations(25),
+            loss: Loss::Quadratic,
+            zeta: 1.0,
+            lbfgs: LbfgsSettings::default(),
+            warm_restart: None,
+            atom_init: AtomInit::Random,
+            weight_init: WeightInit::Uniform,
+            seed: 0,
+            gradient: GradOptions::default(),
+        }
+    }
+    /// Sets the number of atoms.
+    pub fn n_atoms(mut self, s: usize) -> Self {
+        self.n_atoms = s;
+        self
+    }
+    /// Sets the barycenter variant.
+    pub fn barycenter(mut self, cfg: BarycenterConfig) -> Self {
+        self.barycenter = cfg;
+        self
+    }
+    /// Sets the loss.
+    pub fn loss(mut self, loss: Loss) -> Self {
+        self.loss = loss;
+        self
+    }
+    /// Sets ζ.
+    pub fn zeta(mut self, zeta: f64) -> Self {
+        self.zeta = zeta;
+        self
+    }
+    /// Sets every L-BFGS setting.
+    pub fn lbfgs(mut self, s: LbfgsSettings) -> Self {
+        self.lbfgs = s;
+        self
+    }
+    /// Sets the total number of L-BFGS iterations.
+    pub fn max_iters(mut self, n: u64) -> Self {
+        self.lbfgs.max_iters = n;
+        self
+    }
+    /// Sets the line search.
+    pub fn line_search(mut self, kind: LineSearchKind) -> Self {
+        self.lbfgs.line_search = kind;
+        self
+    }
+    /// Restarts L-BFGS every `k` iterations with warm scalings.
+    pub fn warm_restart(mut self, k: usize) -> Self {
+        self.warm_restart = Some(k);
+        self
+    }
+    /// Sets the atom initialization.
+    pub fn atom_init(mut self, init: AtomInit) -> Self {
+        self.atom_init = init;
+        self
+    }
+    /// Sets the weight initialization.
+    pub fn weight_init(mut self, init: WeightInit) -> Self {
+        self.weight_init = init;
+        self
+    }
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Sets the gradient options.
+    pub fn gradient(mut self, opts: GradOptions) -> Self {
+        self.gradient = opts;
+        self
+    }
+
+    /// Checks every setting that does not depend on the data.
+    pub fn validate(&self) -> Result<()> {
+        if self.n_atoms == 0 {
+            return Err(Error::InvalidParameter {
+                arg: "n_atoms",
+                requirement: ">= 1",
+                value: 0.0,
+            });
+        }
+        self.barycenter.validate()?;
+        if !matches!(self.barycenter.stop, Stop::Iterations(_)) {
+            return Err(Error::InvalidParameter {
+                arg: "barycenter.stop",
+                requirement: "Stop::Iterations(L): learning differentiates a fixed number of iterations (eq. 10)",
+                value: f64::NAN,
+            });
+        }
+        validate::positive("zeta", self.zeta)?;
+        if self.lbfgs.memory == 0 {
+            return Err(Error::InvalidParameter {
+                arg: "lbfgs.memory",
+                requirement: ">= 1",
+                value: 0.0,
+            });
+        }
+        for (arg, v) in [
+            ("lbfgs.tol_grad", self.lbfgs.tol_grad),
+            ("lbfgs.tol_cost", self.lbfgs.tol_cost),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::InvalidParameter {
+                    arg,
+                    requirement: "finite and >= 0",
+                    value: v,
+                });
+            }
+        }
+        if self.warm_restart == Some(0) {
+            return Err(Error::InvalidParameter {
+                arg: "warm_restart",
+                requirement: ">= 1 iteration per L-BFGS run",
+                value: 0.0,
+            });
+        }
+        if self.n_atoms >= 2
+            && self.atom_init == AtomInit::Constant
+            && self.weight_init == WeightInit::Uniform
+        {
+            return Err(Error::InvalidParameter {
+                arg: "atom_init",
+                requirement: "not Constant together with WeightInit::Uniform when n_atoms >= 2 \
+                              (every atom would get the same gradient and stay identical)",
+                value: self.n_atoms as f64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What an [`Observer`] sees after each L-BFGS iteration (and once at the start).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IterationInfo {
+    /// L-BFGS iterations done so far, over all runs (0: the initial point).
+    pub iteration: u64,
+    /// The objective `E_L` (eq. 10) at the current point, with the current run's warm
+    /// scalings.
+    pub loss: f64,
+    /// Euclidean norm of the gradient in the L-BFGS variables `(α, β̃)`.
+    pub grad_norm: f64,
+    /// Time since the fit started.
+    pub elapsed: Duration,
+    /// Which L-BFGS run (0 without warm restarts).
+    pub restart_index: usize,
+    /// Forward (barycenter) passes so far.
+    pub evaluations: usize,
+    /// Reconstruction metrics at the current point, if the observer asked for them.
+    pub metrics: Option<Metrics>,
+}
+
+/// An observer's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep going.
+    Continue,
+    /// Stop now and return the current point.
+    Stop,
+}
+
+/// Called once at the initial point and after every L-BFGS iteration.
+pub trait Observer {
+    /// Sees the iteration; returning [`Control::Stop`] ends the fit early.
+    fn observe(&mut self, it: &IterationInfo) -> Control;
+    /// Whether [`IterationInfo::metrics`] should be computed (a pass over the data).
+    fn wants_metrics(&self) -> bool {
+        false
+    }
+}
+
+/// Observes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn observe(&mut self, _: &IterationInfo) -> Control {
+        Control::Continue
+    }
+}
+
+/// Wraps a closure as an [`Observer`].
+///
+/// ```
+/// use wassdl::dictionary::{Control, FnObserver};
+/// let mut seen = 0;
+/// let mut obs = FnObserver::new(|it| { seen += 1; if it.iteration >= 5 { Control::Stop } else { Control::Continue } })
+///     .with_metrics();
+/// # let _ = &mut obs;
+/// ```
+pub struct FnObserver<F> {
+    f: F,
+    metrics: bool,
+}
+
+impl<F: FnMut(&IterationInfo) -> Control> FnObserver<F> {
+    /// Calls `f` at each iteration, without metrics.
+    pub fn new(f: F) -> Self {
+        FnObserver { f, metrics: false }
+    }
+    /// Also computes MSE/NMSE/PSNR of the reconstructions at each iteration.
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+}
+
+impl<F: FnMut(&IterationInfo) -> Control> Observer for FnObserver<F> {
+    fn observe(&mut self, it: &IterationInfo) -> Control {
+        (self.f)(it)
+    }
+    fn wants_metrics(&self) -> bool {
+        self.metrics
+    }
+}
+
+/// How many times each piece of work ran during a fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallCounts {
+    /// `cost` calls from argmin.
+    pub cost_calls: usize,
+    /// `gradient` calls from argmin.
+    pub gradient_calls: usize,
+    /// Forward barycenter passes actually run (the rest were cache hits).
+    pub forward: usize,
+    /// Backward passes actually run.
+    pub backward: usize,
+}
+
+/// Why a fit stopped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Termination {
+    /// The iteration budget [`LbfgsSettings::max_iters`] is spent.
+    MaxIters,
+    /// L-BFGS met `tol_grad` or `tol_cost`.
+    Converged,
+    /// The observer returned [`Control::Stop`].
+    Observer,
+    /// The line search failed (typically: no further decrease is representable); the
+    /// last accepted point is returned.
+    LineSearch(String),
+}
+
+/// Result of [`fit`] (and of [`transform_fit`], whose atoms are the given ones).
+#[derive(Clone, Debug)]
+pub struct Fit<T: Real> {
+    /// Learned atoms, `N × S`, columns in the simplex.
+    pub atoms: Batch<T>,
+    /// Learned weights, `S × M`, columns in the simplex.
+    pub weights: Batch<T>,
+    /// The objective at the returned point (with the last run's warm scalings).
+    pub loss: f64,
+    /// The barycenters at the returned point, `N × M` (with the last run's warm
+    /// scalings; [`reconstruct`] recomputes them from a cold start).
+    pub reconstruction: Batch<T>,
+    /// L-BFGS iterations done, over all runs.
+    pub iterations: u64,
+    /// Forward barycenter passes run (equal to `counts.forward`).
+    pub evaluations: usize,
+    /// Every call count.
+    pub counts: CallCounts,
+    /// L-BFGS runs (1 + number of warm restarts).
+    pub runs: usize,
+    /// Why it stopped.
+    pub termination: Termination,
+    /// The initial point and every iteration.
+    pub history: Vec<IterationInfo>,
+    /// Scalings of the evaluation at the returned point (to warm-start a continuation).
+    pub scalings: Scalings<T>,
+    /// Largest tape footprint of one chunk seen ([`crate::LossGrad::peak_bytes`]).
+    pub peak_tape_bytes: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// The argmin problem
+
+type Param = Vec<f64>;
+type St = IterState<Param, Param, (), (), (), f64>;
+
+struct Eval<T: Real> {
+    x: Vec<f64>,
+    loss: f64,
+    grad: Option<Vec<f64>>,
+    p: Batch<T>,
+    scalings: Scalings<T>,
+}
+
+#[derive(Default)]
+struct Counters {
+    cost_calls: AtomicUsize,
+    gradient_calls: AtomicUsize,
+    forward: AtomicUsize,
+    backward: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// `G(α, β̃)` of eq. 13 with the cache of the last evaluation. Atoms are optimized too
+/// unless `fixed_atoms` is set ([`transform`]).
+///
+/// argmin owns its problem by value and drops it when a line search fails (L-BFGS's
+/// `next_iter` moves it into the line-search executor and does not get it back on
+/// error), so argmin only ever holds a [`Handle`] to this state.
+struct Shared<'a, T: Real> {
+    kernel: &'a dyn Kernel<T>,
+    data: &'a Batch<T>,
+    cfg: &'a WdlConfig,
+    n: usize,
+    s: usize,
+    m: usize,
+    fixed_atoms: Option<&'a Batch<T>>,
+    /// Warm-start scalings of the current L-BFGS run: constants of its objective.
+    warm: Mutex<Option<Scalings<T>>>,
+    /// `cost` runs the forward pass only (backtracking asks for few gradients).
+    lazy_gradient: bool,
+    cache: Mutex<Option<Eval<T>>>,
+    counters: Counters,
+}
+
+impl<T: Real> Shared<'_, T> {
+    fn n_alpha(&self) -> usize {
+        if self.fixed_atoms.is_some() {
+            0
+        } else {
+            self.n * self.s
+        }
+    }
+
+    /// `softmax(α)` (`None` when the atoms are fixed) and `softmax(ζ β̃)`, in `f64`.
+    fn unpack(&self, x: &[f64]) -> (Option<Batch<f64>>, Batch<f64>) {
+        let (xa, xb) = x.split_at(self.n_alpha());
+        let atoms = (self.fixed_atoms.is_none())
+            .then(|| softmax_cols(&Batch::from_vec(self.n, self.s, xa.to_vec())));
+        let zeta = self.cfg.zeta;
+        let beta = Batch::from_vec(self.s, self.m, xb.iter().map(|&b| zeta * b).collect());
+        (atoms, softmax_cols(&beta))
+    }
+
+    /// Loss (and gradient, eq. 11-13) at `x`, one forward pass.
+    fn evaluate(&self, x: &[f64], with_grad: bool) -> Result<Eval<T>> {
+        let (d64, w64) = self.unpack(x);
+        let owned = d64.as_ref().map(|d| d.cast::<T>());
+        let atoms = match (&owned, self.fixed_atoms) {
+            (Some(d), _) => d,
+            (None, Some(d)) => d,
+            (None, None) => unreachable!("atoms are either optimized or fixed"),
+        };
+        let weights = w64.cast::<T>();
+        let cfg = self.cfg;
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        self.counters.forward.fetch_add(1, Ordering::Relaxed);
+        let (loss, grad, p, scalings) = if with_grad {
+            self.counters.backward.fetch_add(1, Ordering::Relaxed);
+            let lg = loss_and_grad(
+                self.kernel,
+                atoms,
+                &weights,
+                self.data,
+                &cfg.loss,
+                &cfg.barycenter,
+                warm.as_ref(),
+                &cfg.gradient,
+            )?;
+            self.counters
+                .peak
+                .fetch_max(lg.peak_bytes, Ordering::Relaxed);
+            let mut g = Vec::with_capacity(x.len());
+            if let Some(d) = &d64 {
+                softmax_vjp(d, &lg.grad_atoms, 1.0, &mut g);
+            }
+            softmax_vjp(&w64, &lg.grad_weights, cfg.zeta, &mut g);
+            (lg.loss, Some(g), lg.p, lg.scalings)
+        } else {
+            let b = barycenters(self.kernel, atoms, &weights, &cfg.barycenter, warm.as_ref())?;
+            let (l, _) = cfg.loss.value_and_grad(&b.p, self.data, self.kernel)?;
+            (l, None, b.p, b.scalings)
+        };
+        let loss = loss.to_f64_();
+        if !loss.is_finite() {
+            return Err(Error::Numerical {
+                solver: "dictionary learning",
+                iteration: 0,
+                message: format!(
+                    "the loss is {loss}: a reconstruction vanishes where the data does not \
+                     (KL loss) or the barycenters overflowed"
+                ),
+            });
+        }
+        Ok(Eval {
+            x: x.to_vec(),
+            loss,
+            grad,
+            p,
+            scalings,
+        })
+    }
+
+    /// Runs `f` on the evaluation at `x`, from the cache when it holds `x` (with a
+    /// gradient if `need_grad`), else after one new evaluation that replaces it.
+    fn with_eval<R>(&self, x: &[f64], need_grad: bool, f: impl FnOnce(&Eval<T>) -> R) -> Result<R> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache
+            .as_ref()
+            .is_some_and(|e| e.x == x && (e.grad.is_some() || !need_grad));
+        if !hit {
+            *cache = None; // release the old evaluation before building the new one
+            *cache = Some(self.evaluate(x, need_grad)?);
+        }
+        Ok(f(cache.as_ref().expect("filled above")))
+    }
+
+    /// New warm scalings for the next run: the cached evaluation no longer matches its
+    /// objective.
+    fn set_warm(&self, warm: Scalings<T>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        *self.warm.lock().unwrap_or_else(|e| e.into_inner()) = Some(warm);
+        *cache = None;
+    }
+
+    fn counts(&self) -> CallCounts {
+        let c = &self.counters;
+        CallCounts {
+            cost_calls: c.cost_calls.load(Ordering::Relaxed),
+            gradient_calls: c.gradient_calls.load(Ordering::Relaxed),
+            forward: c.forward.load(Ordering::Relaxed),
+            backward: c.backward.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Appends `scale · [∂F]ᵀ g` for each column: `f ⊙ (g − ⟨f, g⟩)`, the softmax Jacobian
+/// `(I − F 1ᵀ) Δ(F)` of section 3.1 applied to `g` (eq. 13).
+fn softmax_vjp<T: Real>(f: &Batch<f64>, g: &Batch<T>, scale: f64, out: &mut Vec<f64>) {
+    for j in 0..f.cols() {
+        let (fc, gc) = (f.col(j), g.col(j));
+        let dot: f64 = fc.iter().zip(gc).map(|(&a, &b)| a * b.to_f64_()).sum();
+        out.extend(
+            fc.iter()
+                .zip(gc)
+                .map(|(&a, &b)| scale * a * (b.to_f64_() - dot)),
+        );
+    }
+}
+
+fn to_argmin(e: Error) -> argmin::core::Error {
+    argmin::core::Error::new(e)
+}
+
+fn from_argmin(e: argmin::core::Error) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => e,
+        Err(e) => Error::Numerical {
+            solver: "L-BFGS",
+            iteration: 0,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// What argmin owns: a reference to the [`Shared`] state.
+struct Handle<'s, 'a, T: Real>(&'s Shared<'a, T>);
+
+impl<T: Real> CostFunction for Handle<'_, '_, T> {
+    type Param = Param;
+    type Output = f64;
+    fn cost(&self, x: &Param) -> std::result::Result<f64, argmin::core::Error> {
+        let s = self.0;
+        s.counters.cost_calls.fetch_add(1, Ordering::Relaxed);
+        s.with_eval(x, !s.lazy_gradient, |e| e.loss)
+            .map_err(to_argmin)
+    }
+}
+
+impl<T: Real> Gradient for Handle<'_, '_, T> {
+    type Param = Param;
+    type Gradient = Param;
+    fn gradient(&self, x: &Param) -> std::result::Result<Param, argmin::core::Error> {
+        let s = self.0;
+        s.counters.gradient_calls.fetch_add(1, Ordering::Relaxed);
+        s.with_eval(x, true, |e| e.grad.clone().expect("requested"))
+            .map_err(to_argmin)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Driving L-BFGS (Algorithm 2's outer loop), with restarts and the observer
+
+struct Driven {
+    x: Vec<f64>,
+    iterations: u64,
+    runs: usize,
+    termination: Termination,
+    history: Vec<IterationInfo>,
+}
+
+fn l2(g: Option<&Vec<f64>>) -> f64 {
+    g.map_or(f64::NAN, |g| g.iter().map(|v| v * v).sum::<f64>().sqrt())
+}
+
+/// Runs L-BFGS from `x0` (Algorithm 2), restarting every `warm_restart` iterations.
+fn drive<'s, 'a: 's, T: Real, S, F>(
+    new_solver: F,
+    shared: &'s Shared<'a, T>,
+    x0: Vec<f64>,
+    observer: &mut dyn Observer,
+) -> Result<Driven>
+where
+    S: Solver<Handle<'s, 'a, T>, St>,
+    F: Fn() -> std::result::Result<S, argmin::core::Error>,
+{
+    let start = Instant::now();
+    let cfg = shared.cfg;
+    let (budget, restart_every) = (cfg.lbfgs.max_iters, cfg.warm_restart);
+    let mut x = x0;
+    let mut done = 0u64;
+    let mut runs = 0usize;
+    let mut history = Vec::new();
+    let info = |observer: &dyn Observer,
+                x: &[f64],
+                iteration: u64,
+                loss: f64,
+                grad_norm: f64,
+                run: usize|
+     -> Result<IterationInfo> {
+        let metrics = if observer.wants_metrics() {
+            Some(shared.with_eval(x, false, |e| Metrics::compute(shared.data, &e.p))??)
+        } else {
+            None
+        };
+        Ok(IterationInfo {
+            iteration,
+            loss,
+            grad_norm,
+            elapsed: start.elapsed(),
+            restart_index: run,
+            evaluations: shared.counters.forward.load(Ordering::Relaxed),
+            metrics,
+        })
+    };
+    let termination = 'runs: loop {
+        let run_len = restart_every.map_or(budget - done, |k| (k as u64).min(budget - done));
+        let mut solver = new_solver().map_err(from_argmin)?;
+        let mut problem = Problem::new(Handle(shared));
+        let state = St::new().param(x.clone()).max_iters(run_len);
+        let (mut state, _) = solver.init(&mut problem, state).map_err(from_argmin)?;
+        state.update();
+        if runs == 0 {
+            let it = info(
+                observer,
+                &x,
+                0,
+                state.get_cost(),
+                l2(state.get_gradient()),
+                runs,
+            )?;
+            let c = observer.observe(&it);
+            history.push(it);
+            if c == Control::Stop {
+                runs += 1;
+                break 'runs Termination::Observer;
+            }
+        }
+        let mut run_iters = 0u64;
+        let reason = loop {
+            if !state.terminated() {
+                if let TerminationStatus::Terminated(r) = solver.terminate_internal(&state) {
+                    state = state.terminate_with(r);
+                }
+            }
+            if let Some(r) = state.get_termination_reason() {
+                break r.clone();
+            }
+            let (next, _) = solver.next_iter(&mut problem, state).map_err(from_argmin)?;
+            state = next;
+            if state.get_param().is_none() {
+                // The line search failed: L-BFGS returns no point (and argmin dropped the
+                // problem handle); the last accepted point stands.
+                break state
+                    .get_termination_reason()
+                    .cloned()
+                    .unwrap_or(TerminationReason::SolverExit("no point".into()));
+            }
+            state.update();
+            state.increment_iter();
+            done += 1;
+            run_iters += 1;
+            x.clone_from(state.get_param().expect("checked above"));
+            let it = info(
+                observer,
+                &x,
+                done,
+                state.get_cost(),
+                l2(state.get_gradient()),
+                runs,
+            )?;
+            let c = observer.observe(&it);
+            history.push(it);
+            if c == Control::Stop {
+                runs += 1;
+                break 'runs Termination::Observer;
+            }
+        };
+        runs += 1;
+        let can_restart = restart_every.is_some() && done < budget && run_iters > 0;
+        match reason {
+            TerminationReason::MaxItersReached if can_restart => {}
+            TerminationReason::SolverExit(_) if can_restart => {}
+            TerminationReason::MaxItersReached => break 'runs Termination::MaxIters,
+            TerminationReason::SolverConverged | TerminationReason::TargetCostReached => {
+                break 'runs Termination::Converged
+            }
+            TerminationReason::SolverExit(msg) => break 'runs Termination::LineSearch(msg),
+            other => break 'runs Termination::LineSearch(format!("{other:?}")),
+        }
+        // section 4.2: the next run starts from the scalings reached at this point
+        let warm = shared.with_eval(&x, false, |e| e.scalings.clone())?;
+        shared.set_warm(warm);
+    };
+    Ok(Driven {
+        x,
+        iterations: done,
+        runs,
+        termination,
+        history,
+    })
+}
+
+/// Dispatches on the line search (each is its own type in argmin).
+fn run_lbfgs<T: Real>(
+    shared: &Shared<'_, T>,
+    x0: Vec<f64>,
+    observer: &mut dyn Observer,
+) -> Result<Driven> {
+    let s = &shared.cfg.lbfgs;
+    let (m, tg, tc) = (s.memory, s.tol_grad, s.tol_cost);
+    match s.line_search {
+        LineSearchKind::MoreThuente => drive(
+            || {
+                LBFGS::new(MoreThuenteLineSearch::new(), m)
+                    .with_tolerance_grad(tg)?
+                    .with_tolerance_cost(tc)
+            },
+            shared,
+            x0,
+            observer,
+        ),
+        LineSearchKind::HagerZhang => drive(
+            || {
+                LBFGS::new(HagerZhangLineSearch::new(), m)
+                    .with_tolerance_grad(tg)?
+                    .with_tolerance_cost(tc)
+            },
+            shared,
+            x0,
+            observer,
+        ),
+        LineSearchKind::Backtracking => drive(
+            || {
+                LBFGS::new(BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?), m)
+                    .with_tolerance_grad(tg)?
+                    .with_tolerance_cost(tc)
+            },
+            shared,
+            x0,
+            observer,
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Initialization
+
+/// `ln(u)` for `u` uniform in `(0, 1]`: a softmax of these is a normalized uniform draw.
+fn log_uniform(rng: &mut rand::rngs::StdRng) -> f64 {
+    (1.0 - rng.random::<f64>()).ln()
+}
+
+fn init_alpha<T: Real>(
+    data: &Batch<T>,
+    cfg: &WdlConfig,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<f64>> {
+    let (n, m, s) = (data.rows(), data.cols(), cfg.n_atoms);
+    Ok(match cfg.atom_init {
+        AtomInit::Constant => vec![0.0; n * s],
+        AtomInit::Random => (0..n * s).map(|_| log_uniform(rng)).collect(),
+        AtomInit::FromData => {
+            if s > m {
+                return Err(Error::InvalidParameter {
+                    arg: "n_atoms",
+                    requirement: "<= the number of datapoints for AtomInit::FromData",
+                    value: s as f64,
+                });
+            }
+            const MIX: f64 = 1e-3;
+            let picks = rand::seq::index::sample(rng, m, s);
+            picks
+                .iter()
+                .flat_map(|j| {
+                    data.col(j)
+                        .iter()
+                        .map(|&v| ((1.0 - MIX) * v.to_f64_() + MIX / n as f64).ln())
+                })
+                .collect()
+        }
+    })
+}
+
+/// `β̃ = ln(λ)/ζ`, `S × M` column-major.
+fn init_beta(
+    s: usize,
+    m: usize,
+    cfg: &WdlConfig,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<f64>> {
+    let z = cfg.zeta;
+    Ok(match &cfg.weight_init {
+        WeightInit::Uniform => vec![0.0; s * m],
+        WeightInit::Random => (0..s * m).map(|_| log_uniform(rng) / z).collect(),
+        WeightInit::Given(w) => {
+            if w.len() != s * m {
+                return Err(Error::ShapeMismatch {
+                    arg: "weight_init",
+                    expected: format!("{s} x {m} ({} entries)", s * m),
+                    found: format!("{} entries", w.len()),
+                });
+            }
+            let b = Batch::from_vec(s, m, w.clone());
+            validate::simplex_columns("weight_init", &b)?;
+            if let Some(k) = w.iter().position(|&v| v <= 0.0) {
+                return Err(Error::InvalidParameter {
+                    arg: "weight_init",
+                    requirement: "every weight > 0 (a softmax cannot represent 0; use e.g. 1e-3)",
+                    value: w[k],
+                });
+            }
+            w.iter().map(|&v| v.ln() / z).collect()
+        }
+    })
+}
+
+fn check_data<T: Real>(kernel: &dyn Kernel<T>, data: &Batch<T>, cfg: &WdlConfig) -> Result<()> {
+    cfg.validate()?;
+    validate::rows("data", data, kernel.nrows())?;
+    if cfg.barycenter.rho.is_none() {
+        validate::simplex_columns("data", data)
+    } else {
+        validate::nonnegative("data", data)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn solve<'a, T: Real>(
+    kernel: &'a dyn Kernel<T>,
+    data: &'a Batch<T>,
+    cfg: &'a WdlConfig,
+    s: usize,
+    fixed_atoms: Option<&'a Batch<T>>,
+    x0: Vec<f64>,
+    observer: &mut dyn Observer,
+) -> Result<Fit<T>> {
+    let prob = Shared {
+        kernel,
+        data,
+        cfg,
+        n: data.rows(),
+        s,
+        m: data.cols(),
+        fixed_atoms,
+        warm: Mutex::new(None),
+        lazy_gradient: cfg.lbfgs.line_search == LineSearchKind::Backtracking,
+        cache: Mutex::new(None),
+        counters: Counters::default(),
+    };
+    let out = run_lbfgs(&prob, x0, observer)?;
+    let (loss, reconstruction, scalings) =
+        prob.with_eval(&out.x, false, |e| (e.loss, e.p.clone(), e.scalings.clone()))?;
+    let (d64, w64) = prob.unpack(&out.x);
+    let atoms = match (d64, fixed_atoms) {
+        (Some(d), _) => d.cast(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => unreachable!("atoms are either optimized or fixed"),
+    };
+    let counts = prob.counts();
+    Ok(Fit {
+        atoms,
+        weights: w64.cast(),
+        loss,
+        reconstruction,
+        iterations: out.iterations,
+        evaluations: counts.forward,
+        counts,
+        runs: out.runs,
+        termination: out.termination,
+        history: out.history,
+        scalings,
+        peak_tape_bytes: prob.counters.peak.load(Ordering::Relaxed),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Public entry points
+
+/// Learns `cfg.n_atoms` atoms and the weights of every column of `data` (`N × M`,
+/// columns in the simplex; nonnegative for unbalanced barycenters) on the support of
+/// `kernel` (Algorithm 2 with the parametrization of eq. 13).
+pub fn fit<T: Real>(
+    kernel: &dyn Kernel<T>,
+    data: &Batch<T>,
+    cfg: &WdlConfig,
+    observer: &mut dyn Observer,
+) -> Result<Fit<T>> {
+    check_data(kernel, data, cfg)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut x0 = init_alpha(data, cfg, &mut rng)?;
+    x0.extend(init_beta(cfg.n_atoms, data.cols(), cfg, &mut rng)?);
+    solve(kernel, data, cfg, cfg.n_atoms, None, x0, observer)
+}
+
+/// Barycentric coordinates of each column of `data` with the atoms fixed: the weights
+/// minimizing `Σ_m L(P(D, λ_m), x_m)` over `λ_m = softmax(ζ β̃_m)`, by the same L-BFGS
+/// machinery as [`fit`] (`cfg.n_atoms` is ignored: `S = atoms.cols()`;
+/// `cfg.weight_init` gives the starting weights).
+pub fn transform<T: Real>(
+    kernel: &dyn Kernel<T>,
+    atoms: &Batch<T>,
+    data: &Batch<T>,
+    cfg: &WdlConfig,
+) -> Result<Batch<T>> {
+    transform_fit(kernel, atoms, data, cfg, &mut NoObserver).map(|f| f.weights)
+}
+
+/// [`transform`] with an observer, returning the whole [`Fit`] (its atoms are `atoms`).
+pub fn transform_fit<T: Real>(
+    kernel: &dyn Kernel<T>,
+    atoms: &Batch<T>,
+    data: &Batch<T>,
+    cfg: &WdlConfig,
+    observer: &mut dyn Observer,
+) -> Result<Fit<T>> {
+    let s = atoms.cols();
+    // n_atoms plays no role here; the Constant/Uniform symmetry check does not apply.
+    let mut c = cfg.clone();
+    c.n_atoms = s.max(1);
+    c.atom_init = AtomInit::Random;
+    check_data(kernel, data, &c)?;
+    validate::rows("atoms", atoms, kernel.nrows())?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let x0 = init_beta(s, data.cols(), cfg, &mut rng)?;
+    let mut fit = solve(kernel, data, cfg, s, Some(atoms), x0, observer)?;
+    fit.atoms = atoms.clone();
+    Ok(fit)
+}
+
+/// The barycenters of `atoms` for each column of `weights` with `cfg.barycenter`, from a
+/// cold start: the reconstructions of a learned dictionary.
+pub fn reconstruct<T: Real>(
+    kernel: &dyn Kernel<T>,
+    atoms: &Batch<T>,
+    weights: &Batch<T>,
+    cfg: &WdlConfig,
+) -> Result<Batch<T>> {
+    Ok(barycenters(kernel, atoms, weights, &cfg.barycenter, None)?.p)
+}
+
+/// The objective `G(α, β̃)` of eq. 13 as a plain function of the L-BFGS variables
+/// `x = concat(α, β̃)` (column-major, `β = ζ β̃`), with the same cache as [`fit`]: for
+/// another optimizer, or to check the gradient.
+pub struct Objective<'a, T: Real> {
+    inner: Shared<'a, T>,
+}
+
+impl<'a, T: Real> Objective<'a, T> {
+    /// The objective of [`fit`] for `data` (atoms and weights free).
+    pub fn new(kernel: &'a dyn Kernel<T>, data: &'a Batch<T>, cfg: &'a WdlConfig) -> Result<Self> {
+        check_data(kernel, data, cfg)?;
+        Ok(Objective {
+            inner: Shared {
+                kernel,
+                data,
+                cfg,
+                n: data.rows(),
+                s: cfg.n_atoms,
+                m: data.cols(),
+                fixed_atoms: None,
+                warm: Mutex::new(None),
+                lazy_gradient: false,
+                cache: Mutex::new(None),
+                counters: Counters::default(),
+            },
+        })
+    }
+    /// Uses `warm` as the (constant) initial scalings of every evaluation, as within one
+    /// run of a warm-restarted fit.
+    pub fn with_warm(self, warm: Scalings<T>) -> Self {
+        self.inner.set_warm(warm);
+        self
+    }
+    /// Number of variables, `N·S + S·M`.
+    pub fn len(&self) -> usize {
+        self.inner.n_alpha() + self.inner.s * self.inner.m
+    }
+    /// Always false (`S, M ≥ 1`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The starting point [`fit`] uses for this configuration and seed.
+    pub fn initial_point(&self) -> Result<Vec<f64>> {
+        let cfg = self.inner.cfg;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+        let mut x = init_alpha(self.inner.data, cfg, &mut rng)?;
+        x.extend(init_beta(cfg.n_atoms, self.inner.m, cfg, &mut rng)?);
+        Ok(x)
+    }
+    fn check_len(&self, x: &[f64]) -> Result<()> {
+        if x.len() != self.len() {
+            return Err(Error::ShapeMismatch {
+                arg: "x",
+                expected: format!("{} entries (N·S + S·M)", self.len()),
+                found: format!("{} entries", x.len()),
+            });
+        }
+        Ok(())
+    }
+    /// `G(x)`.
+    pub fn value(&self, x: &[f64]) -> Result<f64> {
+        self.check_len(x)?;
+        self.inner.with_eval(x, false, |e| e.loss)
+    }
+    /// `G(x)` and `∇G(x)`.
+    pub fn value_and_gradient(&self, x: &[f64]) -> Result<(f64, Vec<f64>)> {
+        self.check_len(x)?;
+        self.inner
+            .with_eval(x, true, |e| (e.loss, e.grad.clone().expect("requested")))
+    }
+    /// Barycenters and scalings at `x` (from the cache when possible).
+    pub fn reconstruction(&self, x: &[f64]) -> Result<(Batch<T>, Scalings<T>)> {
+        self.check_len(x)?;
+        self.inner
+            .with_eval(x, false, |e| (e.p.clone(), e.scalings.clone()))
+    }
+    /// Atoms `softmax(α)` and weights `softmax(ζ β̃)` at `x`.
+    pub fn dictionary(&self, x: &[f64]) -> Result<(Batch<T>, Batch<T>)> {
+        self.check_len(x)?;
+        let (d, w) = self.inner.unpack(x);
+        Ok((d.expect("atoms are free").cast(), w.cast()))
+    }
+    /// Work done so far.
+    pub fn counts(&self) -> CallCounts {
+        self.inner.counts()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Saved models
+
+/// Value of [`Model::format`].
+pub const MODEL_FORMAT: &str = "wassdl-model";
+/// Value of [`Model::version`] written by this crate.
+pub const MODEL_VERSION: u32 = 1;
+
+/// Sizes of a saved dictionary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelDims {
+    /// Support size `N`.
+    pub n: usize,
+    /// Number of atoms `S`.
+    pub n_atoms: usize,
+    /// Number of datapoints `M` the weights describe.
+    pub m: usize,
+}
+
+/// A learned dictionary, saved as self-describing JSON: `format`, `version`, `scalar`,
+/// the kernel recipe, the configuration, the dimensions, the final loss, then the atoms
+/// (`N × S`) and weights (`S × M`) column-major in precision `T`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Model<T> {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// [`MODEL_VERSION`].
+    pub version: u32,
+    /// `"f32"` or `"f64"`.
+    pub scalar: String,
+    /// Sizes.
+    pub dims: ModelDims,
+    /// How to rebuild the kernel.
+    pub kernel: KernelSpec,
+    /// The settings the dictionary was learned with.
+    pub config: WdlConfig,
+    /// Final objective.
+    pub loss: f64,
+    /// Atoms, `N × S`, column-major.
+    pub atoms: Vec<T>,
+    /// Weights, `S × M`, column-major.
+    pub weights: Vec<T>,
+}
+
+/// Everything but the arrays, read through serde.
+#[derive(serde::Deserialize)]
+struct ModelHeader {
+    format: String,
+    version: u32,
+    scalar: String,
+    dims: ModelDims,
+    kernel: KernelSpec,
+    config: WdlConfig,
+    loss: f64,
+}
+
+impl<T: Real + serde::Serialize + std::str::FromStr> Model<T> {
+    /// Packs a fit.
+    pub fn new(kernel: KernelSpec, config: WdlConfig, fit: &Fit<T>) -> Result<Self> {
+        Self::from_parts(kernel, config, &fit.atoms, &fit.weights, fit.loss)
+    }
+
+    /// Packs atoms (`N × S`) and weights (`S × M`).
+    pub fn from_parts(
+        kernel: KernelSpec,
+        config: WdlConfig,
+        atoms: &Batch<T>,
+        weights: &Batch<T>,
+        loss: f64,
+    ) -> Result<Self> {
+        let (n, s) = atoms.shape();
+        if kernel.len() != n {
+            return Err(Error::ShapeMismatch {
+                arg: "atoms",
+                expected: format!("{} x _ (the kernel's support)", kernel.len()),
+                found: format!("{n} x {s}"),
+            });
+        }
+        validate::rows("weights", weights, s)?;
+        for (arg, b) in [("atoms", atoms), ("weights", weights)] {
+            if let Some((row, col)) = b.first_non_finite() {
+                return Err(Error::NonFinite { arg, row, col });
+            }
+        }
+        Ok(Model {
+            format: MODEL_FORMAT.into(),
+            version: MODEL_VERSION,
+            scalar: T::NAME.into(),
+            dims: ModelDims {
+                n,
+                n_atoms: s,
+                m: weights.cols(),
+            },
+            kernel,
+            config,
+            loss,
+            atoms: atoms.as_slice().to_vec(),
+            weights: weights.as_slice().to_vec(),
+        })
+    }
+
+    /// Atoms, `N × S`.
+    pub fn atoms(&self) -> Batch<T> {
+        Batch::from_vec(self.dims.n, self.dims.n_atoms, self.atoms.clone())
+    }
+
+    /// Weights, `S × M`.
+    pub fn weights(&self) -> Batch<T> {
+        Batch::from_vec(self.dims.n_atoms, self.dims.m, self.weights.clone())
+    }
+
+    /// Rebuilds the kernel.
+    pub fn kernel(&self) -> Result<Box<dyn Kernel<T>>> {
+        self.kernel.build()
+    }
+
+    /// The model as pretty-printed JSON (floats in shortest round-trip form).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Io(format!("model to JSON: {e}")))
+    }
+
+    /// Reads a model written by [`Self::to_json`], exactly to the bit.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let bad = |msg: String| Error::Io(format!("not a {MODEL_FORMAT} file: {msg}"));
+        let exact_json::Json::Obj(mut fields) = exact_json::parse(text).map_err(bad)? else {
+            return Err(bad("the top level is not an object".into()));
+        };
+        let mut take = |key: &str| -> Result<exact_json::Json> {
+            let i = fields
+                .iter()
+                .position(|(k, _)| k == key)
+                .ok_or_else(|| bad(format!("no `{key}` field")))?;
+            Ok(fields.swap_remove(i).1)
+        };
+        let atoms_json = take("atoms")?;
+        let weights_json = take("weights")?;
+        let header = exact_json::Json::Obj(fields).into_value().map_err(bad)?;
+        let h: ModelHeader = serde_json::from_value(header).map_err(|e| bad(e.to_string()))?;
+        if h.format != MODEL_FORMAT {
+            return Err(bad(format!("format is {:?}", h.format)));
+        }
+        if h.version != MODEL_VERSION {
+            return Err(Error::Io(format!(
+                "{MODEL_FORMAT} version {} is not supported (this build reads version {MODEL_VERSION})",
+                h.version
+            )));
+        }
+        if h.scalar != T::NAME {
+            return Err(Error::Io(format!(
+                "the model holds {} values; load it as Model<{}>",
+                h.scalar, h.scalar
+            )));
+        }
+        let numbers = |j: exact_json::Json, what: &str, len: usize| -> Result<Vec<T>> {
+            let exact_json::Json::Arr(items) = j else {
+                return Err(bad(format!("`{what}` is not an array")));
+            };
+            if items.len() != len {
+                return Err(bad(format!(
+                    "`{what}` has {} entries, dims say {len}",
+                    items.len()
+                )));
+            }
+            items
+                .into_iter()
+                .map(|it| match it {
+                    exact_json::Json::Num(t) => t
+                        .parse::<T>()
+                        .map_err(|_| bad(format!("`{what}` entry {t:?} is not a number"))),
+                    _ => Err(bad(format!("`{what}` holds a non-number"))),
+                })
+                .collect()
+        };
+        let d = h.dims;
+        let atoms = numbers(atoms_json, "atoms", d.n * d.n_atoms)?;
+        let weights = numbers(weights_json, "weights", d.n_atoms * d.m)?;
+        Ok(Model {
+            format: h.format,
+            version: h.version,
+            scalar: h.scalar,
+            dims: d,
+            kernel: h.kernel,
+            config: h.config,
+            loss: h.loss,
+            atoms,
+            weights,
+        })
+    }
+
+    /// Writes [`Self::to_json`] to `path`.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_json()?)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    }
+
+    /// Reads a model saved by [`Self::save`].
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        Self::from_json(&text)
+    }
+}
+
+/// A JSON reader that keeps number tokens as text, so that each is parsed once by Rust's
+/// correctly rounded `str::parse` (serde_json without `float_roundtrip` is not exact for
+/// 17-digit decimals).
+mod exact_json {
+    pub(super) enum Json {
+        Null,
+        Bool(bool),
+        Num(String),
+        Str(String),
+        Arr(Vec<Json>),
+        Obj(Vec<(String, Json)>),
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Json, String> {
+        let mut p = Parser {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value(0)?;
+        p.ws();
+        if p.i != p.b.len() {
+            return Err(format!("trailing characters at byte {}", p.i));
+        }
+        Ok(v)
+    }
+
+    impl Json {
+        /// Converts to a serde_json value, parsing numbers exactly.
+        pub(super) fn into_value(self) -> Result<serde_json::Value, String> {
+            use serde_json::Value;
+            Ok(match self {
+                Json::Null => Value::Null,
+                Json::Bool(b) => Value::Bool(b),
+                Json::Str(s) => Value::String(s),
+                Json::Num(t) => {
+                    let integer = !t.contains(['.', 'e', 'E']);
+                    if let (true, Ok(u)) = (integer, t.parse::<u64>()) {
+                        Value::from(u)
+                    } else if let (true, Ok(i)) = (integer, t.parse::<i64>()) {
+                        Value::from(i)
+                    } else {
+                        let f: f64 = t.parse().map_err(|_| format!("bad number {t:?}"))?;
+                        serde_json::Number::from_f64(f)
+                            .map(Value::Number)
+                            .ok_or_else(|| format!("number {t:?} is out of range"))?
+                    }
+                }
+                Json::Arr(a) => Value::Array(
+                    a.into_iter()
+                        .map(Json::into_value)
+                        .collect::<Result<_, _>>()?,
+                ),
+                Json::Obj(o) => {
+                    let mut map = serde_json::Map::new();
+                    for (k, v) in o {
+                        map.insert(k, v.into_value()?);
+                    }
+                    Value::Object(map)
+                }
+            })
+        }
+    }
+
+    struct Parser<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    /// Nesting deeper than this is not a model file (and would risk the stack).
+    const MAX_DEPTH: usize = 128;
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            }
+        }
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+        fn expect(&mut self, c: u8) -> Result<(), String> {
+            if self.peek() == Some(c) {
+                self.i += 1;
+                Ok(())
+            } else {
+                Err(format!("expected `{}` at byte {}", c as char, self.i))
+            }
+        }
+        fn value(&mut self, depth: usize) -> Result<Json, String> {
+            if depth > MAX_DEPTH {
+                return Err("nesting too deep".into());
+            }
+            self.ws();
+            match self.peek() {
+                Some(b'{') => {
+                    self.i += 1;
+                    let mut fields = Vec::new();
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                        return Ok(Json::Obj(fields));
+                    }
+                    loop {
+                        self.ws();
+                        let k = self.string()?;
+                        self.ws();
+                        self.expect(b':')?;
+                        let v = self.value(depth + 1)?;
+                        fields.push((k, v));
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b'}') => {
+                                self.i += 1;
+                                return Ok(Json::Obj(fields));
+                            }
+                            _ => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
+                        }
+                    }
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    let mut items = Vec::new();
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                        return Ok(Json::Arr(items));
+                    }
+                    loop {
+                        items.push(self.value(depth + 1)?);
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b']') => {
+                                self.i += 1;
+                                return Ok(Json::Arr(items));
+                            }
+                            _ => return Err(format!("expected `,` or `]` at byte {}", self.i)),
+                        }
+                    }
+                }
+                Some(b'"') => self.string().map(Json::Str),
+                Some(b't') => self.literal("true", Json::Bool(true)),
+                Some(b'f') => self.literal("false", Json::Bool(false)),
+                Some(b'n') => self.literal("null", Json::Null),
+                Some(b'-' | b'0'..=b'9') => {
+                    let start = self.i;
+                    while matches!(
+                        self.peek(),
+                        Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                    ) {
+                        self.i += 1;
+                    }
+                    let t = std::str::from_utf8(&self.b[start..self.i]).expect("ASCII");
+                    Ok(Json::Num(t.to_string()))
+                }
+                _ => Err(format!("unexpected character at byte {}", self.i)),
+            }
+        }
+        fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
+            if self.b[self.i..].starts_with(word.as_bytes()) {
+                self.i += word.len();
+                Ok(v)
+            } else {
+                Err(format!("unexpected token at byte {}", self.i))
+            }
+        }
+        fn hex4(&mut self) -> Result<u32, String> {
+            let h = self
+                .b
+                .get(self.i..self.i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad \\u escape at byte {}", self.i))?;
+            self.i += 4;
+            Ok(h)
+        }
+        fn string(&mut self) -> Result<String, String> {
+            self.expect(b'"')?;
+            let mut out = Vec::new();
+            loop {
+                let c = self
+                    .peek()
+                    .ok_or_else(|| "unterminated string".to_string())?;
+                self.i += 1;
+                match c {
+                    b'"' => break,
+                    b'\\' => {
+                        let e = self
+                            .peek()
+                            .ok_or_else(|| "unterminated escape".to_string())?;
+                        self.i += 1;
+                        let ch = match e {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'/' => '/',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'n' => '\n',
+                            b'r' => '\r',
+                            b't' => '\t',
+                            b'u' => {
+                                let hi = self.hex4()?;
+                                let code = if (0xD800..0xDC00).contains(&hi) {
+                                    self.expect(b'\\')?;
+                                    self.expect(b'u')?;
+                                    let lo = self.hex4()?;
+                                    if !(0xDC00..0xE000).contains(&lo) {
+                                        return Err("unpaired surrogate".into());
+                                    }
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                                } else {
+                                    hi
+                                };
+                                char::from_u32(code).ok_or_else(|| "bad code point".to_string())?
+                            }
+                            _ => return Err(format!("bad escape at byte {}", self.i)),
+                        };
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    }
+                    _ => out.push(c),
+                }
+            }
+            String::from_utf8(out).map_err(|e| e.to_string())
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Free-support Wasserstein barycenter of point clouds (Cuturi & Doucet 2014, Algorithm 2;
+//! POT's `ot.lp.free_support_barycenter`).
+//!
+//! For the squared Euclidean cost, with the barycenter's weights `b` fixed and its
+//! positions `X` free, the fixed-point iteration
+//!
+//! ```text
+//! X ← Σ_s λ_s diag(1/b) T_s Y_s,   T_s = optimal plan between (b, X) and (a_s, Y_s)
+//! ```
+//!
+//! moves every barycenter point to the λ-average of the barycentric projections of its
+//! mass onto the input clouds. It stops when `‖X_new − X‖²_F ≤ tol` (POT's `stopThr`) or
+//! after `max_iter` iterations.
+
+use super::cost::{cost_matrix, cost_matrix_row_major, Cost};
+use super::{emd_error, PointCloud};
+use crate::barycenter::Stop;
+use crate::batch::Batch;
+use crate::emd::emd;
+use crate::error::{Error, Result};
+use crate::kernel::DenseKernel;
+use crate::sinkhorn::{sinkhorn, SinkhornConfig};
+use crate::validate;
+
+/// The OT solver inside each fixed-point iteration.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum InnerOt {
+    /// Exact OT by the network simplex ([`crate::emd::emd`]) with this pivot cap (POT's
+    /// `numInnerItermax`, default `100_000`).
+    Exact {
+        /// Pivot cap.
+        max_iter: usize,
+    },
+    /// Entropic OT (log-domain [`sinkhorn`]) with regularization `reg` on the squared
+    /// Euclidean cost (POT's `ot.bregman.free_support_sinkhorn_barycenter`).
+    Entropic {
+        /// Regularization γ (in units of squared distance).
+        reg: f64,
+        /// Sinkhorn stopping rule.
+        stop: Stop,
+    },
+}
+
+/// Settings of [`free_support_barycenter`], defaulted as POT's.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FreeSupportConfig {
+    /// Outer iteration cap (POT's `numItermax = 100`).
+    pub max_iter: usize,
+    /// Stop when `‖X_new − X‖²_F ≤ tol` (POT's `stopThr = 1e-7`).
+    pub tol: f64,
+    /// Inner OT solver.
+    pub inner: InnerOt,
+}
+
+impl Default for FreeSupportConfig {
+    fn default() -> Self {
+        FreeSupportConfig {
+            max_iter: 100,
+            tol: 1e-7,
+            inner: InnerOt::Exact { max_iter: 100_000 },
+        }
+    }
+}
+
+/// Result of [`free_support_barycenter`].
+#[derive(Clone, Debug)]
+pub struct FreeSupportBarycenter {
+    /// The barycenter: final positions, with the weights of the initial cloud.
+    pub cloud: PointCloud<f64>,
+    /// `‖X_new − X‖²_F` at each iteration (POT's `log["displacement_square_norms"]`).
+    pub displacement_square_norms: Vec<f64>,
+    /// `Σ_s λ_s OT(γ, β_s)` at the final positions (squared Euclidean cost, with the
+    /// inner solver's transport cost `⟨T, C⟩`), evaluated after the last update.
+    pub objective: f64,
+}
+
+/// Transport plan between `(b, x)` and `(a, y)` as dense row-major `n × m`, and its cost.
+fn plan(
+    x: &Batch<f64>,
+    b: &[f64],
+    y: &PointCloud<f64>,
+    inner: &InnerOt,
+) -> Result<(Vec<f64>, f64)> {
+    let (n, m) = (x.cols(), y.len());
+    match *inner {
+        InnerOt::Exact { max_iter } => {
+            let c = cost_matrix_row_major(x, y.points(), Cost::SqEuclidean);
+            let sol = emd(b, y.weights(), &c, max_iter)
+                .map_err(|e| emd_error(e, ("init", b), ("clouds", y.weights())))?;
+            let mut t = vec![0.0; n * m];
+            for e in &sol.plan {
+                t[e.i * m + e.j] = e.mass;
+            }
+            Ok((t, sol.cost))
+        }
+        InnerOt::Entropic { reg, stop } => {
+            let c = cost_matrix(x, y.points(), Cost::SqEuclidean)?;
+            let k = DenseKernel::new(c.view(), reg)?;
+            let cfg = SinkhornConfig {
+                log_domain: true,
+                stop,
+                plan: true,
+            };
+            let a = Batch::from_vec(n, 1, b.to_vec());
+            let bb = Batch::from_vec(m, 1, y.weights().to_vec());
+            let sol = sinkhorn(&k, &a, &bb, &cfg, None)?;
+            check_converged(&stop, sol.error, sol.iterations, "free_support_barycenter")?;
+            let p = sol
+                .plans
+                .and_then(|mut v| v.pop())
+                .ok_or(Error::Numerical {
+                    solver: "free_support_barycenter",
+                    iteration: 0,
+                    message: "sinkhorn returned no plan".into(),
+                })?;
+            let mut t = vec![0.0; n * m];
+            for i in 0..n {
+                for j in 0..m {
+                    t[i * m + j] = p.get(i, j);
+                }
+            }
+            Ok((t, sol.transport_cost[0]))
+        }
+    }
+}
+
+/// An inner Sinkhorn that stopped on its iteration cap before its tolerance returns a
+/// plan off its marginals: an error rather than a silently wrong barycenter.
+pub(crate) fn check_converged(
+    stop: &Stop,
+    error: f64,
+    iterations: usize,
+    solver: &'static str,
+) -> Result<()> {
+    match *stop {
+        // NaN errors fail too
+        Stop::Tolerance { tol, max_iter } if error.is_nan() || error >= tol => Err(Error::Numerical {
+            solver,
+            iteration: iterations,
+            message: format!(
+                "the inner Sinkhorn stopped at max_iter = {max_iter} with marginal error {error:e} > tol = {tol:e}; raise max_iter or reg"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Free-support barycenter of `clouds` with barycentric weights `lambdas` (on the
+/// simplex), starting from the positions and weights of `init` (the weights stay fixed
+/// and must be positive). See the module docs for the iteration.
+///
+/// ```
+/// use wassdl::{Batch, pointcloud::{free_support_barycenter, FreeSupportConfig, PointCloud}};
+/// let a = PointCloud::uniform(Batch::from_vec(1, 2, vec![0.0, 1.0])).unwrap();
+/// let b = PointCloud::uniform(Batch::from_vec(1, 2, vec![2.0, 3.0])).unwrap();
+/// let init = PointCloud::uniform(Batch::from_vec(1, 2, vec![0.0, 0.1])).unwrap();
+/// let bar = free_support_barycenter(&[a, b], &[0.5, 0.5], &init, &FreeSupportConfig::default())
+///     .unwrap();
+/// // the midpoint of each matched pair
+/// assert_eq!(bar.cloud.points().as_slice(), &[1.0, 2.0]);
+/// ```
+///
+/// # Errors
+/// Invalid inputs (dimensions, weights), or an inner solver failure.
+pub fn free_support_barycenter(
+    clouds: &[PointCloud<f64>],
+    lambdas: &[f64],
+    init: &PointCloud<f64>,
+    cfg: &FreeSupportConfig,
+) -> Result<FreeSupportBarycenter> {
+    let lam = Batch::from_vec(lambdas.len(), 1, lambdas.to_vec());
+    validate::shape("lambdas", &lam, clouds.len(), 1)?;
+    if clouds.is_empty() {
+        return Err(Error::ShapeMismatch {
+            arg: "clouds",
+            expected: "at least one cloud".into(),
+            found: "none".into(),
+        });
+    }
+    validate::simplex_columns("lambdas", &lam)?;
+    if !(cfg.tol.is_finite() && cfg.tol >= 0.0) {
+        return Err(Error::InvalidParameter {
+            arg: "tol",
+            requirement: "finite and >= 0",
+            value: cfg.tol,
+        });
+    }
+    if let InnerOt::Entropic { reg, .. } = cfg.inner {
+        validate::positive("reg", reg)?;
+    }
+    let (dim, n) = (init.dim(), init.len());
+    for c in clouds {
+        super::same_dim(init, c)?;
+    }
+    let b = init.weights();
+    if let Some(i) = b.iter().position(|&w| w <= 0.0) {
+        return Err(Error::InvalidParameter {
+            arg: "init.weights",
+            requirement: "> 0 (each barycenter point is divided by its weight)",
+            value: b[i],
+        });
+    }
+    let mut x = init.points().clone();
+    let mut disp = Vec::new();
+    let mut displacement = cfg.tol + 1.0;
+    while displacement > cfg.tol && disp.len() < cfg.max_iter {
+        let mut t_sum = Batch::zeros(dim, n);
+        for (cloud, &l) in clouds.iter().zip(lambdas) {
+            let (t, _) = plan(&x, b, cloud, &cfg.inner)?;
+            let m = cloud.len();
+            // t_sum[:, i] += λ / b_i Σ_j T_ij y_j
+            for i in 0..n {
+                let s = l / b[i];
+                let row = &t[i * m..(i + 1) * m];
+                let out = t_sum.col_mut(i);
+                for (j, &tij) in row.iter().enumerate() {
+                    if tij != 0.0 {
+                        for (o, &yv) in out.iter_mut().zip(cloud.point(j)) {
+                            *o += s * tij * yv;
+                        }
+                    }
+                }
+            }
+        }
+        displacement = t_sum
+            .as_slice()
+            .iter()
+            .zip(x.as_slice())
+            .map(|(&u, &v)| (u - v) * (u - v))
+            .sum();
+        disp.push(displacement);
+        x = t_sum;
+    }
+    let mut objective = 0.0;
+    for (cloud, &l) in clouds.iter().zip(lambdas) {
+        objective += l * plan(&x, b, cloud, &cfg.inner)?.1;
+    }
+    Ok(FreeSupportBarycenter {
+        cloud: init.with_points(x)?,
+        displacement_square_norms: disp,
+        objective,
+    })
+}
