@@ -299,7 +299,9 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
             } else {
                 p = Some(newp);
             }
-            check_finite(ops.value(p.as_ref().unwrap()), solver, l, tol.is_some())?;
+            // exp(log p) may underflow for the first iterations at tiny γ and recover:
+            // only NaN/∞ abort here; the mass is checked once, after the loop.
+            check_finite(ops.value(p.as_ref().unwrap()), solver, l, false)?;
         }
     } else {
         for l in 1..=cfg.max_iter() {

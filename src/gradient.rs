@@ -315,18 +315,21 @@ fn analytic<T: Real>(
     warm: Option<&Scalings<T>>,
     opts: &GradOptions,
 ) -> Result<LossGrad<T>> {
-    let supported = cfg.tau == 0.0 && cfg.rho.is_none() && warm.is_none() && opts.checkpoint.is_none();
+    let supported =
+        cfg.tau == 0.0 && cfg.rho.is_none() && warm.is_none() && opts.checkpoint.is_none();
     let Stop::Iterations(l) = cfg.stop else {
         return Err(Error::InvalidParameter {
             arg: "method",
-            requirement: "GradientMethod::Tape unless the iteration count is fixed (Stop::Iterations)",
+            requirement:
+                "GradientMethod::Tape unless the iteration count is fixed (Stop::Iterations)",
             value: f64::NAN,
         });
     };
     if !supported {
         return Err(Error::InvalidParameter {
             arg: "method",
-            requirement: "GradientMethod::Tape for heavy-ball, unbalanced, warm-started or checkpointed \
+            requirement:
+                "GradientMethod::Tape for heavy-ball, unbalanced, warm-started or checkpointed \
                           gradients (Algorithms 1 and 4 cover the plain iteration only)",
             value: f64::NAN,
         });

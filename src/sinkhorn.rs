@@ -85,9 +85,16 @@ pub fn sinkhorn<T: Real>(
             })
         }
         Stop::Iterations(l) => (None, l),
+        Stop::Tolerance { max_iter: 0, .. } => {
+            return Err(Error::InvalidParameter {
+                arg: "max_iter",
+                requirement: ">= 1",
+                value: 0.0,
+            })
+        }
         Stop::Tolerance { tol, max_iter } => {
             validate::positive("tol", tol)?;
-            (Some(tol), max_iter.max(1))
+            (Some(tol), max_iter)
         }
     };
     let gamma = kernel.gamma();
