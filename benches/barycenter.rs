@@ -21,6 +21,7 @@
 //! The parallelism is the library default (see [`wassdl::kernel`]); set
 //! `WASSDL_BENCH_PAR=seq` or `=rayon` to force one for every kernel built here.
 
+use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Par};
@@ -79,13 +80,13 @@ fn problem_1d(n: usize, s: usize) -> Problem1d {
         v.into_iter().map(|a| a / t).collect()
     };
     let mut atoms = Vec::with_capacity(n * s);
-    for k in 0..s {
+    for (k, &sd) in stds.iter().take(s).enumerate() {
         let mean = if s > 1 {
             0.2 + 0.6 * k as f64 / (s - 1) as f64
         } else {
             0.2
         };
-        atoms.extend(gauss(mean, stds[k]));
+        atoms.extend(gauss(mean, sd));
     }
     let w: Vec<f64> = (1..=s).map(|k| 0.1 * k as f64).collect();
     let ws: f64 = w.iter().sum();
@@ -207,11 +208,52 @@ fn wdl_eval<T: Real>(
     )
 }
 
+/// The tape formula of `docs/memory.md` (plain balanced iteration, quadratic loss), in
+/// scalars: `N·S + S·M + 3·N·S·M + L·(6·N·S·M + 2·N·M) + 2·N·M + 1`.
+fn tape_formula(n: usize, s: usize, m: usize, l: usize) -> usize {
+    n * s + s * m + 3 * n * s * m + l * (6 * n * s * m + 2 * n * m) + 2 * n * m + 1
+}
+
+/// Prints one `MEMORY` line: measured peak bytes of a gradient evaluation and the formula.
+fn memory_line(id: &str, peak: usize, formula_bytes: usize) {
+    println!(
+        "MEMORY {id}: peak {:.2} MB, formula {:.2} MB",
+        peak as f64 / 1e6,
+        formula_bytes as f64 / 1e6
+    );
+}
+
+/// On-CPU seconds of this thread per call of `f` (median of three), from
+/// `/proc/thread-self/schedstat`: comparable with numbers measured on an idle machine
+/// (the C++ and torch figures quoted by the issues) when this one is shared. `None`
+/// where the file does not exist.
+fn cpu_seconds(mut f: impl FnMut()) -> Option<f64> {
+    let now = || -> Option<f64> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        Some(s.split_whitespace().next()?.parse::<f64>().ok()? * 1e-9)
+    };
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        let t0 = now()?;
+        f();
+        v.push(now()? - t0);
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[1])
+}
+
+/// Prints one `CPU` line (see [`cpu_seconds`]).
+fn cpu_line(id: &str, f: impl FnMut()) {
+    if let Some(t) = cpu_seconds(f) {
+        println!("CPU {id}: {t:.4} s per call (on-CPU time, median of 3)");
+    }
+}
+
 fn configure<'a>(
     c: &'a mut Criterion,
     name: &str,
     secs: u64,
-) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+) -> criterion::BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -261,13 +303,13 @@ fn p2_grid(c: &mut Criterion) {
                 black_box(barycenters(&k, &atoms, &w, &cfg, None).unwrap())
             })
         });
+        // No f32 scaling row: at γ = 4e-3 the kernel spans exp(-250), below f32's range,
+        // and the scalings overflow (the solver says so); f32 runs in the log domain.
         let (a32, w32) = (atoms.cast::<f32>(), w.cast::<f32>());
-        g.bench_with_input(BenchmarkId::new("scaling_f32", n), &n, |b, _| {
-            b.iter(|| {
-                let k = grid_kernel(&grid, 4e-3f32);
-                black_box(barycenters(&k, &a32, &w32, &cfg, None).unwrap())
-            })
-        });
+        if n > 128 {
+            // One log-domain solve at n = 256 takes about a minute; POT's is not timed either.
+            continue;
+        }
         let lcfg = cfg.log_domain(true);
         g.bench_with_input(BenchmarkId::new("log_f64", n), &n, |b, _| {
             b.iter(|| {
@@ -371,93 +413,115 @@ fn p3_grad(c: &mut Criterion) {
     let ga = problem_2d(128, 4, 0);
     let gt = problem_2d(128, 1, 7);
     let gw = Batch::from_vec(4, 1, vec![0.1, 0.2, 0.3, 0.4]);
-    let cases: [(
-        &str,
-        &dyn Kernel<f64>,
-        &Batch<f64>,
-        &Batch<f64>,
-        &Batch<f64>,
-    ); 2] = [
+    // (name, kernel, atoms, weights, target)
+    type Case<'a> = (
+        &'a str,
+        &'a dyn Kernel<f64>,
+        &'a Batch<f64>,
+        &'a Batch<f64>,
+        &'a Batch<f64>,
+    );
+    let cases: [Case; 2] = [
         ("dense1024", &dk, &p.atoms, &p.weights, &p.target),
         ("grid128", &gk, &ga, &gw, &gt),
     ];
+    let opts = GradOptions::default();
     for (name, k, atoms, w, x) in cases {
-        g.bench_function(BenchmarkId::new("forward", name), |b| {
-            b.iter(|| {
-                let out = barycenters(k, atoms, w, &cfg, None).unwrap();
-                black_box(Loss::Quadratic.value_and_grad(&out.p, x, k).unwrap().0)
-            })
-        });
-        g.bench_function(BenchmarkId::new("tape", name), |b| {
-            b.iter(|| {
-                black_box(
-                    loss_and_grad(
-                        k,
-                        atoms,
-                        w,
-                        x,
-                        &Loss::Quadratic,
-                        &cfg,
-                        None,
-                        &GradOptions::default(),
-                    )
-                    .unwrap(),
-                )
-            })
-        });
+        let (n, s) = (atoms.rows(), atoms.cols());
+        let tape = || loss_and_grad(k, atoms, w, x, &Loss::Quadratic, &cfg, None, &opts);
+        let peak = tape().unwrap().peak_bytes;
+        memory_line(
+            &format!("p3_grad/tape/{name}"),
+            peak,
+            8 * tape_formula(n, s, 1, l),
+        );
+        println!(
+            "MEMORY p3_grad/analytic/{name}: formula 2·S·N·L·M = {:.2} MB (stored scalings)",
+            wassdl::analytic::memory_bytes(n, s, 1, l, 8) as f64 / 1e6
+        );
         let lg = quad_grad(x);
-        g.bench_function(BenchmarkId::new("analytic", name), |b| {
-            b.iter(|| black_box(sinkhorn_grads(k, atoms, w, l, &mut |p| lg(p)).unwrap()))
-        });
+        let forward = || {
+            let out = barycenters(k, atoms, w, &cfg, None).unwrap();
+            Loss::Quadratic.value_and_grad(&out.p, x, k).unwrap().0
+        };
+        let analytic = || sinkhorn_grads(k, atoms, w, l, &mut |p| lg(p)).unwrap();
+        let runs: [(&str, &dyn Fn()); 3] = [
+            ("forward", &|| {
+                black_box(forward());
+            }),
+            ("tape", &|| drop(black_box(tape().unwrap()))),
+            ("analytic", &|| drop(black_box(analytic()))),
+        ];
+        for (what, run) in runs {
+            cpu_line(&format!("p3_grad/{what}/{name}"), run);
+            g.bench_function(BenchmarkId::new(what, name), |b| b.iter(run));
+        }
     }
     g.finish();
 }
 
+/// Benchmarks `f` as `p4_wdl/{name}/20` after printing its on-CPU time per call.
+fn wdl_case(g: &mut criterion::BenchmarkGroup<'_, WallTime>, name: &str, mut f: impl FnMut()) {
+    cpu_line(&format!("p4_wdl/{name}/20"), &mut f);
+    g.bench_function(BenchmarkId::new(name, 20), |b| b.iter(&mut f));
+}
+
 fn p4_wdl(c: &mut Criterion) {
     let mut g = configure(c, "p4_wdl", 8);
-    let (m, n) = (20, 64);
-    let grid = Grid::new(&[n, n]).unwrap();
-    let pix = grid.clone().with_units(GridUnits::Pixel);
+    let m = 20;
     let opts = GradOptions::default();
     let cfg = BarycenterConfig::iterations(25);
-    // Peers' problem: S = 5, γ = 4e-3 (POT units). C++ comparison: S = 4, γ = 2 pixel².
+    let lcfg = cfg.log_domain(true);
+    let pot64 = Grid::new(&[64, 64]).unwrap();
+    let pix64 = pot64.clone().with_units(GridUnits::Pixel);
+    let pix128 = Grid::new(&[128, 128]).unwrap().with_units(GridUnits::Pixel);
+    // The peers' problem: S = 5, γ = 4e-3 (POT units). The authors' C++ comparison:
+    // S = 4, γ = 2 pixel², 64×64 and 128×128, scaling and log domain.
     for (name, grid, gamma, s) in [
-        ("pot_s5", &grid, 4e-3, 5usize),
-        ("pixel_g2_s4", &pix, 2.0, 4),
+        ("pot_s5", &pot64, 4e-3, 5usize),
+        ("pixel_g2_s4", &pix64, 2.0, 4),
+        ("pixel128_g2_s4", &pix128, 2.0, 4),
     ] {
+        let n = grid.shape()[0];
         let (y, alpha, beta) = problem_wdl(m, n, s);
-        let k = grid_kernel(grid, gamma);
-        g.bench_function(BenchmarkId::new(format!("{name}_f64"), m), |b| {
-            b.iter(|| black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts)))
-        });
         let (y32, a32, b32) = (y.cast::<f32>(), alpha.cast::<f32>(), beta.cast::<f32>());
+        let k = grid_kernel(grid, gamma);
         let k32 = grid_kernel(grid, gamma as f32);
-        g.bench_function(BenchmarkId::new(format!("{name}_f32"), m), |b| {
-            b.iter(|| black_box(wdl_eval(&k32, &y32, &a32, &b32, &cfg, &opts)))
+        let peak = wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts).3;
+        memory_line(
+            &format!("p4_wdl/{name}_f64"),
+            peak,
+            8 * tape_formula(n * n, s, m, 25),
+        );
+        wdl_case(&mut g, &format!("{name}_f64"), || {
+            black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts));
         });
-        if s == 4 {
-            // The authors' log-domain build (about 105 s per evaluation) against ours.
-            let lcfg = cfg.log_domain(true);
-            g.bench_function(BenchmarkId::new(format!("{name}_log_f64"), m), |b| {
-                b.iter(|| black_box(wdl_eval(&k, &y, &alpha, &beta, &lcfg, &opts)))
+        wdl_case(&mut g, &format!("{name}_f32"), || {
+            black_box(wdl_eval(&k32, &y32, &a32, &b32, &cfg, &opts));
+        });
+        if name == "pot_s5" {
+            // Chunks of 4 images bound the tape to a fifth.
+            let chunked = GradOptions {
+                chunk: Some(4),
+                ..Default::default()
+            };
+            let peak = wdl_eval(&k, &y, &alpha, &beta, &cfg, &chunked).3;
+            let formula = 8 * tape_formula(n * n, s, 4, 25);
+            memory_line(&format!("p4_wdl/{name}_f64_chunk4"), peak, formula);
+            wdl_case(&mut g, &format!("{name}_f64_chunk4"), || {
+                black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &chunked));
             });
-            g.bench_function(BenchmarkId::new(format!("{name}_log_f32"), m), |b| {
-                b.iter(|| black_box(wdl_eval(&k32, &y32, &a32, &b32, &lcfg, &opts)))
+        }
+        if name == "pixel_g2_s4" {
+            // Against the authors' log-domain build (about 105 s per evaluation).
+            wdl_case(&mut g, &format!("{name}_log_f64"), || {
+                black_box(wdl_eval(&k, &y, &alpha, &beta, &lcfg, &opts));
+            });
+            wdl_case(&mut g, &format!("{name}_log_f32"), || {
+                black_box(wdl_eval(&k32, &y32, &a32, &b32, &lcfg, &opts));
             });
         }
     }
-    // The authors' 128×128 row: S = 4, γ = 2 pixel².
-    let pix128 = Grid::new(&[128, 128]).unwrap().with_units(GridUnits::Pixel);
-    let (y, alpha, beta) = problem_wdl(m, 128, 4);
-    let k = grid_kernel(&pix128, 2.0);
-    g.bench_function(BenchmarkId::new("pixel128_g2_s4_f64", m), |b| {
-        b.iter(|| black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts)))
-    });
-    let (y32, a32, b32) = (y.cast::<f32>(), alpha.cast::<f32>(), beta.cast::<f32>());
-    let k32 = grid_kernel(&pix128, 2.0f32);
-    g.bench_function(BenchmarkId::new("pixel128_g2_s4_f32", m), |b| {
-        b.iter(|| black_box(wdl_eval(&k32, &y32, &a32, &b32, &cfg, &opts)))
-    });
     g.finish();
 }
 

@@ -55,6 +55,9 @@ impl Fig2Metrics {
     }
 }
 
+/// `(iteration, loss)` points.
+type Curve = Vec<(f64, f64)>;
+
 /// σ of the data, in `[0, 1]` units.
 const SIGMA: f64 = 0.05;
 
@@ -68,7 +71,7 @@ pub fn run(settings: &Settings) -> Result<Fig2Metrics> {
     let (restarts, iters) = if settings.quick { (4, 50) } else { (4, 300) };
 
     let t0 = Instant::now();
-    let mut best: Option<(Fit<f64>, Vec<(f64, f64)>)> = None;
+    let mut best: Option<(Fit<f64>, Curve)> = None;
     for seed in 0..restarts {
         let cfg = WdlConfig::new(2)
             .barycenter(BarycenterConfig::iterations(100))

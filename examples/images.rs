@@ -11,6 +11,12 @@
 //! Scores: MSE and the mean PSNR of the reconstructions (PSNR per image with its own
 //! peak, averaged; see `wassdl::metrics`).
 //!
+//! Outcome here (full run): WDL (14.2 dB) lands between PCA (14.7 dB) and NMF (14.1 dB);
+//! the paper's faces (WDL 33.8 > PCA 33.6 > NMF 33.5 dB) are one object under small
+//! deformations, while 24 random disks, squares and rings are too varied for any
+//! four-element model. The WDL atoms and reconstructions stay nonnegative shapes where
+//! PCA's do not.
+//!
 //! Run: `cargo run --release --example images [-- --quick]`.
 
 #[path = "common/mod.rs"]

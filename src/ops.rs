@@ -53,15 +53,40 @@ pub trait Ops<'k, T: Real> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Eager;
 
+/// `f` applied entry by entry to two batches of the same shape, vectorized when `f`
+/// inlines (the arithmetic of every Sinkhorn step).
 pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
     debug_assert_eq!(a.shape(), b.shape());
-    let data = a
-        .as_slice()
-        .iter()
-        .zip(b.as_slice())
-        .map(|(&x, &y)| f(x, y))
-        .collect();
-    Batch::from_vec(a.rows(), a.cols(), data)
+    let mut out = Batch::zeros(a.rows(), a.cols());
+    // A plain loop: an iterator `collect` would not be inlined into the vectorized wrapper.
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for ((o, &x), &y) in out
+                .as_mut_slice()
+                .iter_mut()
+                .zip(a.as_slice())
+                .zip(b.as_slice())
+            {
+                *o = f(x, y);
+            }
+        },
+    );
+    out
+}
+
+/// `f` applied to every entry, vectorized when `f` inlines.
+fn map<T: Real>(a: &Batch<T>, f: impl Fn(T) -> T) -> Batch<T> {
+    let mut out = Batch::zeros(a.rows(), a.cols());
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (o, &x) in out.as_mut_slice().iter_mut().zip(a.as_slice()) {
+                *o = f(x);
+            }
+        },
+    );
+    out
 }
 
 pub(crate) fn tile<T: Real>(d: &Batch<T>, reps: usize) -> Batch<T> {
@@ -156,7 +181,7 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
         zip_map(a, b, |x, y| x / y)
     }
     fn scale(&mut self, a: &Batch<T>, c: T) -> Batch<T> {
-        a.map(|x| c * x)
+        map(a, |x| c * x)
     }
     fn powf(&mut self, a: &Batch<T>, c: T) -> Batch<T> {
         a.map(|x| x.powf(c))
@@ -167,6 +192,7 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
         out
     }
     fn log(&mut self, a: &Batch<T>) -> Batch<T> {
+        // The tape's `log` uses `f64::ln` too: both backends must give the same bits.
         a.map(|x| x.ln())
     }
     fn tile(&mut self, d: &Batch<T>, reps: usize) -> Batch<T> {

@@ -4,6 +4,10 @@
 //!
 //! Orderings the quick runs do not reproduce are not asserted (see each test).
 
+// Each example includes its own copy of `examples/common` (an example must build on its
+// own), so this crate holds several: intended.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 
 #[allow(dead_code)]

@@ -10,10 +10,21 @@ use faer::{Accum, MatRef, Par};
 
 /// `K = exp(-C/γ)` stored densely, with `C/γ` kept for the log domain.
 ///
-/// Memory: two `nrows × ncols` matrices. `K x` is one GEMM for the whole batch.
+/// Memory: two `nrows × ncols` matrices, three when `C` is not symmetric (`Kᵀ` is then
+/// stored too). `K x` is one GEMM for the whole batch.
+///
+/// **Parallelism.** Sequential by default. With [`DenseKernel::with_par`]`(Par::rayon(k))`
+/// a product of more than 2²⁴ multiply-adds is split over `k` scoped threads by blocks
+/// of rows of `K` (each thread reads its share of `K` once, what a memory-bound product
+/// with few columns needs); the result does not depend on the number of threads. On
+/// the 2-core machine of `docs/benchmarks.md` threads did not pay: see there.
 #[derive(Clone, Debug)]
 pub struct DenseKernel<T: Real> {
     k: Batch<T>,
+    /// `Kᵀ` in column-major order when `K` is not symmetric. A GEMM with a few right-hand
+    /// columns streams the columns of its left factor; through a transposed view it reads
+    /// rows instead and runs 2-5× slower (measured in `docs/benchmarks.md`).
+    kt: Option<Batch<T>>,
     cg: Batch<T>,
     gamma: T,
     symmetric: bool,
@@ -24,20 +35,23 @@ impl<T: Real> DenseKernel<T> {
     /// Builds `K = exp(-C/γ)` from a cost matrix (any shape, entries finite).
     pub fn new(cost: MatRef<'_, T>, gamma: T) -> Result<Self> {
         crate::validate::positive("gamma", gamma)?;
-        let c = Batch::from_mat(cost);
-        if let Some((row, col)) = c.first_non_finite() {
+        if let Some((row, col)) = first_non_finite(cost) {
             return Err(Error::NonFinite {
                 arg: "cost",
                 row,
                 col,
             });
         }
-        let cg = c.map(|x| x / gamma);
-        let k = cg.map(|x| (-x).exp());
-        let symmetric = c.rows() == c.cols()
-            && (0..c.rows()).all(|i| (0..i).all(|j| c.get(i, j) == c.get(j, i)));
+        // Built straight from the view: an intermediate copy of `C` costs as much as the
+        // exponentials (page faults on a fresh N² buffer).
+        let cg = Batch::from_fn(cost.nrows(), cost.ncols(), |i, j| cost[(i, j)] / gamma);
+        let mut k = cg.map(|x| -x);
+        T::exp_slice(k.as_mut_slice());
+        let symmetric = is_symmetric(cost);
+        let kt = (!symmetric).then(|| Batch::from_mat(k.view().transpose()));
         Ok(DenseKernel {
             k,
+            kt,
             cg,
             gamma,
             symmetric,
@@ -64,16 +78,65 @@ impl<T: Real> DenseKernel<T> {
         Self::new(c.as_ref(), gamma)
     }
 
-    /// Sets the parallelism of the GEMMs (default sequential).
+    /// Sets the parallelism of the products (default `Par::Seq`, see [`DenseKernel`]):
+    /// `Par::rayon(k)` allows `k` threads (`0`: every core).
     pub fn with_par(mut self, par: Par) -> Self {
         self.par = par;
         self
+    }
+
+    /// `out = m x`, split by rows of `m` over the threads of the parallelism setting.
+    fn product(&self, m: MatRef<'_, T>, x: &Batch<T>, out: &mut Batch<T>) {
+        let work = m.nrows() * m.ncols() * x.cols();
+        let threads = super::lse::threads(self.par, work).clamp(1, m.nrows().max(1));
+        let (x, out) = (x.view(), out.view_mut());
+        if threads == 1 {
+            return matmul(out, Accum::Replace, m, x, T::one(), Par::Seq);
+        }
+        let per = m.nrows().div_ceil(threads);
+        std::thread::scope(|s| {
+            let mut rest = out;
+            let mut r0 = 0;
+            while r0 < m.nrows() {
+                let len = per.min(m.nrows() - r0);
+                let (part, tail) = rest.split_at_row_mut(len);
+                rest = tail;
+                let rows = m.subrows(r0, len);
+                s.spawn(move || matmul(part, Accum::Replace, rows, x, T::one(), Par::Seq));
+                r0 += len;
+            }
+        });
     }
 
     /// The kernel matrix `K`.
     pub fn matrix(&self) -> &Batch<T> {
         &self.k
     }
+}
+
+/// Position of the first non-finite entry, column by column.
+fn first_non_finite<T: Real>(c: MatRef<'_, T>) -> Option<(usize, usize)> {
+    (0..c.ncols()).find_map(|j| {
+        (0..c.nrows())
+            .find(|&i| !c[(i, j)].is_finite())
+            .map(|i| (i, j))
+    })
+}
+
+/// Whether `c = cᵀ` exactly. Compares tile against mirrored tile so that both sides
+/// stay in cache (a plain row-against-column scan misses on every strided read).
+fn is_symmetric<T: Real>(c: MatRef<'_, T>) -> bool {
+    const TILE: usize = 64;
+    let n = c.nrows();
+    if n != c.ncols() {
+        return false;
+    }
+    (0..n).step_by(TILE).all(|j0| {
+        (j0..n).step_by(TILE).all(|i0| {
+            (j0..(j0 + TILE).min(n))
+                .all(|j| (i0.max(j + 1)..(i0 + TILE).min(n)).all(|i| c[(i, j)] == c[(j, i)]))
+        })
+    })
 }
 
 impl<T: Real> Kernel<T> for DenseKernel<T> {
@@ -87,24 +150,10 @@ impl<T: Real> Kernel<T> for DenseKernel<T> {
         self.gamma
     }
     fn apply(&self, x: &Batch<T>, out: &mut Batch<T>) {
-        matmul(
-            out.view_mut(),
-            Accum::Replace,
-            self.k.view(),
-            x.view(),
-            T::one(),
-            self.par,
-        );
+        self.product(self.k.view(), x, out);
     }
     fn apply_t(&self, x: &Batch<T>, out: &mut Batch<T>) {
-        matmul(
-            out.view_mut(),
-            Accum::Replace,
-            self.k.view().transpose(),
-            x.view(),
-            T::one(),
-            self.par,
-        );
+        self.product(self.kt.as_ref().unwrap_or(&self.k).view(), x, out);
     }
     fn apply_log(&self, v: &Batch<T>, out: &mut Batch<T>) {
         // out_i = log Σ_j exp(v_j - C_ij/γ). C is column-major, so stream its columns
@@ -196,14 +245,7 @@ impl<T: Real> Kernel<T> for DenseKernel<T> {
         for (kv, &c) in kc.as_mut_slice().iter_mut().zip(self.cg.as_slice()) {
             *kv = *kv * c * self.gamma;
         }
-        matmul(
-            out.view_mut(),
-            Accum::Replace,
-            kc.view(),
-            x.view(),
-            T::one(),
-            self.par,
-        );
+        self.product(kc.view(), x, out);
     }
     fn cost_matrix(&self) -> Batch<T> {
         self.cg.map(|x| x * self.gamma)

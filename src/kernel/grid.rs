@@ -2,7 +2,7 @@
 //! scaling domain (one banded GEMM per axis) and in the log domain (Algorithm 3, with
 //! an adaptive band that is provably within one ulp of the full sum).
 
-use super::lse::{lse, lse_signed};
+use super::lse::{in_parts, in_parts2, threads};
 use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -133,6 +133,13 @@ struct Axis<T: Real> {
 /// batch, restricted to the band where `K` is nonzero in floating point; in the log
 /// domain each output uses a window chosen per row so that every dropped term is below
 /// one ulp of the result (see [`GridKernel::mean_log_window`]).
+///
+/// **Parallelism.** Sequential by default. With [`GridKernel::with_par`]`(Par::rayon(k))`
+/// an axis costing more than 2²⁴ multiply-adds or exponentials is split over `k` scoped
+/// threads by independent blocks of the batch (images, or lines of the axis), each
+/// going through a sequential GEMM or log-domain loop; the result is the same for any
+/// number of threads. On the 2-core machine of `docs/benchmarks.md` threads did not
+/// pay: see there.
 #[derive(Debug)]
 pub struct GridKernel<T: Real> {
     grid: Grid,
@@ -197,7 +204,8 @@ impl<T: Real> GridKernel<T> {
         })
     }
 
-    /// Sets the parallelism of the GEMMs (default sequential).
+    /// Sets the parallelism of the applications (default `Par::Seq`, see
+    /// [`GridKernel`]): `Par::rayon(k)` allows `k` threads (`0`: every core).
     pub fn with_par(mut self, par: Par) -> Self {
         self.par = par;
         self
@@ -266,11 +274,24 @@ impl<T: Real> GridKernel<T> {
     }
 
     fn apply_with(&self, x: &Batch<T>, out: &mut Batch<T>, pick: impl Fn(usize) -> bool) {
-        let par = self.par;
-        self.chain(x, out, |a, src, dst, inner, blocks| {
+        self.chain(x, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
             let m = if pick(a) { &ax.kc } else { &ax.k };
-            axis_gemm(m.view(), ax.band, src, dst, ax.n, inner, blocks, par);
+            // One part per thread: whole blocks (`inner > 1`) or whole lines (`inner == 1`).
+            let unit = if inner == 1 { ax.n } else { ax.n * inner };
+            let th = threads(self.par, src.len() * (2 * ax.band + 1).min(ax.n));
+            in_parts(th, unit, src, dst, |s, d| {
+                axis_gemm(
+                    m.view(),
+                    ax.band,
+                    s,
+                    d,
+                    ax.n,
+                    inner,
+                    s.len() / unit,
+                    Par::Seq,
+                )
+            });
         });
     }
 
@@ -278,9 +299,14 @@ impl<T: Real> GridKernel<T> {
         let (mut wsum, mut wcount) = (0u64, 0u64);
         self.chain(v, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
-            let (s, c) = axis_log(ax.c1g, src, dst, ax.n, inner);
-            wsum += s;
-            wcount += c;
+            let unit = ax.n * inner;
+            let th = threads(self.par, src.len() * ax.n);
+            for (s, c) in in_parts(th, unit, src, dst, |s, d| {
+                axis_log(ax.c1g, s, d, None, ax.n, inner)
+            }) {
+                wsum += s;
+                wcount += c;
+            }
         });
         self.win_sum.fetch_add(wsum, Ordering::Relaxed);
         self.win_count.fetch_add(wcount, Ordering::Relaxed);
@@ -383,13 +409,16 @@ fn banded_right<T: Real>(
 
 /// Half-width of the log-domain window for one output: every term left out is at most
 /// `vmax - c1g (w+1)²` and there are fewer than `n` of them, so their sum is below
-/// `eps · exp(m_band) ≤ eps · exp(result)` once `c1g (w+1)² ≥ vmax - m_band + ln(n/eps)`.
+/// `eps · exp(m_band) ≤ eps · exp(result)` once `c1g (w+1)² ≥ gap + ln(n/eps)` with
+/// `gap = vmax - m_band` (`m_band` the largest term within the band). A gap of `-∞`
+/// (nothing to sum) gives the smallest window, `+∞` or a non-finite bound the whole axis.
 #[inline]
-fn window<T: Real>(c1g: T, vmax: T, m_band: T, n: usize) -> usize {
-    if m_band == T::neg_infinity() || c1g <= T::zero() {
+fn window<T: Real>(c1g: T, gap: T, n: usize) -> usize {
+    if gap == T::infinity() || c1g <= T::zero() {
         return n;
     }
-    let rhs = vmax - m_band + (T::of(n as f64) / T::epsilon()).ln();
+    let gap = gap.max(T::zero());
+    let rhs = gap + (T::of(n as f64) / T::epsilon()).ln();
     let w = (rhs / c1g).sqrt().ceil() - T::one();
     if w.is_finite() && w < T::of(n as f64) {
         w.to_usize().unwrap_or(n)
@@ -398,136 +427,253 @@ fn window<T: Real>(c1g: T, vmax: T, m_band: T, n: usize) -> usize {
     }
 }
 
-/// The smallest window any output can get (when `vmax = m_band`).
+/// The smallest window any output can get (when the band holds the maximum).
 fn min_window<T: Real>(c1g: T, n: usize) -> usize {
-    window(c1g, T::zero(), T::zero(), n)
+    window(c1g, T::zero(), n)
 }
 
-/// One axis of Algorithm 3 (`log K exp`) with the adaptive band. Returns (Σ windows, count).
-fn axis_log<T: Real>(c1g: T, src: &[T], dst: &mut [T], n: usize, inner: usize) -> (u64, u64) {
-    let (mut wsum, mut wcount) = (0u64, 0u64);
-    let w0 = min_window(c1g, n);
-    let sz = n * inner;
-    let mut tmp = vec![T::zero(); if inner == 1 { n } else { inner }];
-    let mut mrow = vec![T::zero(); inner];
-    let mut shift = vec![T::zero(); inner];
-    let mut srow = vec![T::zero(); inner];
-    for (s, d) in src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz)) {
-        let vmax = s.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-        if vmax == T::neg_infinity() {
-            d.fill(T::neg_infinity());
-            continue;
-        }
-        for i in 0..n {
-            let lo0 = i.saturating_sub(w0);
-            let hi0 = (i + w0 + 1).min(n);
-            let cost = |j: usize| {
-                let dd = T::of(i as f64 - j as f64);
-                c1g * dd * dd
-            };
-            if inner == 1 {
-                let m_band = (lo0..hi0).fold(T::neg_infinity(), |a, j| a.max(s[j] - cost(j)));
-                let w = window(c1g, vmax, m_band, n).max(w0);
-                let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
-                for j in lo..hi {
-                    tmp[j - lo] = s[j] - cost(j);
-                }
-                d[i] = lse(&tmp[..hi - lo]);
-                wsum += w.min(n) as u64;
-                wcount += 1;
-            } else {
-                let row = |j: usize| &s[j * inner..(j + 1) * inner];
-                let band_max = |lo: usize, hi: usize, m: &mut [T]| {
-                    m.fill(T::neg_infinity());
-                    for j in lo..hi {
-                        let c = cost(j);
-                        for (mk, &vk) in m.iter_mut().zip(row(j)) {
-                            *mk = mk.max(vk - c);
-                        }
-                    }
+/// Lanes [`rows_log`] processes together: wide enough for full vectors, narrow enough
+/// that a window of rows of exponentials stays in the L2 cache.
+const LANE_CHUNK: usize = 256;
+
+/// Signs of a signed log-domain batch (`x = sign ⊙ exp(v)`, Algorithm 4's backward
+/// loop): the input signs and the output signs, laid out like the values.
+struct Signs<'a, T> {
+    src: &'a [T],
+    dst: &'a mut [T],
+}
+
+/// One axis of Algorithm 3 (`log K exp`) with the adaptive band, unsigned or signed.
+/// Returns (Σ windows, count).
+///
+/// The reduction runs over rows of independent lanes (see [`rows_log`]). When the axis
+/// is the fastest one (`inner == 1`), each line is contiguous: the lines are transposed
+/// so that element `j` of every line forms row `j`, which costs two passes over memory
+/// and buys vectorized exponentials instead of one short logsumexp per output.
+fn axis_log<T: Real>(
+    c1g: T,
+    src: &[T],
+    dst: &mut [T],
+    signs: Option<Signs<'_, T>>,
+    n: usize,
+    inner: usize,
+) -> (u64, u64) {
+    if inner == 1 {
+        let lines = src.len() / n;
+        let t = |x: &[T]| {
+            let mut rows = vec![T::zero(); x.len()];
+            transpose(x, n, lines, &mut rows);
+            rows
+        };
+        let rows = t(src);
+        let mut out = vec![T::zero(); src.len()];
+        let r = match signs {
+            None => rows_log(c1g, &rows, &mut out, None, n, lines),
+            Some(sg) => {
+                let srows = t(sg.src);
+                let mut sout = vec![T::zero(); src.len()];
+                let dst = Signs {
+                    src: &srows,
+                    dst: &mut sout,
                 };
-                band_max(lo0, hi0, &mut mrow);
-                let m_min = mrow.iter().fold(T::infinity(), |a, &b| a.min(b));
-                let w = window(c1g, vmax, m_min, n).max(w0);
-                let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
-                if w > w0 {
-                    band_max(lo, hi, &mut mrow);
-                }
-                for (sh, &m) in shift.iter_mut().zip(&mrow) {
-                    *sh = if m.is_finite() { m } else { T::zero() };
-                }
-                srow.fill(T::zero());
-                for j in lo..hi {
-                    let c = cost(j);
-                    for ((t, &vk), &sh) in tmp.iter_mut().zip(row(j)).zip(&shift) {
-                        *t = vk - c - sh;
-                    }
-                    T::exp_slice(&mut tmp);
-                    for (sk, &t) in srow.iter_mut().zip(&tmp) {
-                        *sk += t;
-                    }
-                }
-                let out = &mut d[i * inner..(i + 1) * inner];
-                for ((o, &m), &sk) in out.iter_mut().zip(&mrow).zip(&srow) {
-                    *o = if m == T::neg_infinity() {
-                        m
-                    } else {
-                        m + sk.ln()
-                    };
-                }
-                wsum += w.min(n) as u64;
-                wcount += 1;
+                let r = rows_log(c1g, &rows, &mut out, Some(dst), n, lines);
+                transpose(&sout, lines, n, sg.dst);
+                r
+            }
+        };
+        transpose(&out, lines, n, dst);
+        return r;
+    }
+    let sz = n * inner;
+    let (mut wsum, mut wcount) = (0, 0);
+    match signs {
+        None => {
+            for (s, d) in src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz)) {
+                let (ws, wc) = rows_log(c1g, s, d, None, n, inner);
+                wsum += ws;
+                wcount += wc;
+            }
+        }
+        Some(sg) => {
+            let blocks = src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz));
+            let sblocks = sg.src.chunks_exact(sz).zip(sg.dst.chunks_exact_mut(sz));
+            for ((s, d), (ss, sd)) in blocks.zip(sblocks) {
+                let signs = Signs { src: ss, dst: sd };
+                let (ws, wc) = rows_log(c1g, s, d, Some(signs), n, inner);
+                wsum += ws;
+                wcount += wc;
             }
         }
     }
     (wsum, wcount)
 }
 
-/// Signed variant of [`axis_log`] for Algorithm 4: `(v, sign)` encodes `sign ⊙ exp(v)`.
-/// The window bound is relative to the largest term, which is the best a signed sum
-/// can promise (cancellation is the caller's).
-#[allow(clippy::too_many_arguments)]
-fn axis_log_signed<T: Real>(
-    c1g: T,
-    src: &[T],
-    ssrc: &[T],
-    dst: &mut [T],
-    sdst: &mut [T],
-    n: usize,
-    inner: usize,
-) {
-    let w0 = min_window(c1g, n);
-    let sz = n * inner;
-    let mut tmp = vec![T::zero(); n];
-    let mut sg = vec![T::zero(); n];
-    for (((s, ss), d), sd) in src
-        .chunks_exact(sz)
-        .zip(ssrc.chunks_exact(sz))
-        .zip(dst.chunks_exact_mut(sz))
-        .zip(sdst.chunks_exact_mut(sz))
-    {
-        let vmax = s.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-        for k in 0..inner {
-            for i in 0..n {
-                let idx = |j: usize| j * inner + k;
-                let cost = |j: usize| {
-                    let dd = T::of(i as f64 - j as f64);
-                    c1g * dd * dd
-                };
-                let (lo0, hi0) = (i.saturating_sub(w0), (i + w0 + 1).min(n));
-                let m_band = (lo0..hi0).fold(T::neg_infinity(), |a, j| a.max(s[idx(j)] - cost(j)));
-                let w = window(c1g, vmax, m_band, n).max(w0);
-                let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
-                for j in lo..hi {
-                    tmp[j - lo] = s[idx(j)] - cost(j);
-                    sg[j - lo] = ss[idx(j)];
+/// `out = aᵀ` for a column-major `rows × cols` matrix `a`, by cache-sized tiles.
+fn transpose<T: Real>(a: &[T], rows: usize, cols: usize, out: &mut [T]) {
+    const TILE: usize = 32;
+    for j0 in (0..cols).step_by(TILE) {
+        for i0 in (0..rows).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(cols) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    out[j + i * cols] = a[i + j * rows];
                 }
-                let (val, sign) = lse_signed(&tmp[..hi - lo], &sg[..hi - lo]);
-                d[idx(i)] = val;
-                sd[idx(i)] = sign;
             }
         }
     }
+}
+
+/// Algorithm 3 along the rows of `s` (`n` rows of `inner` independent lanes):
+/// `d[i, k] = log Σ_j exp(s[j, k] − c1g (i − j)²)`, max-shifted per lane, summed over the
+/// adaptive window of [`window`] (the widest any lane of the chunk needs, measured from
+/// each lane's own maximum). For each output row the window's shifted arguments are
+/// formed, exponentiated in one call and summed in row order.
+///
+/// Signed (`signs`), the terms are weighted by the input signs and the output is
+/// `log |Σ|` with the sign of `Σ` (`-∞` and sign 0 for an exact zero); the window is
+/// then relative to the largest term, the best a signed sum can promise.
+fn rows_log<T: Real>(
+    c1g: T,
+    s: &[T],
+    d: &mut [T],
+    mut signs: Option<Signs<'_, T>>,
+    n: usize,
+    inner: usize,
+) -> (u64, u64) {
+    let w0 = min_window(c1g, n);
+    let ninf = T::neg_infinity();
+    // Exactly the per-pair `c1g · δ · δ` of the definition, tabulated by |δ|.
+    let cost: Vec<T> = (0..n)
+        .map(|k| {
+            let dd = T::of(k as f64);
+            c1g * dd * dd
+        })
+        .collect();
+    let (mut wsum, mut wcount) = (0u64, 0u64);
+    let width = inner.min(LANE_CHUNK);
+    let (mut vmax, mut mrow) = (vec![ninf; width], vec![ninf; width]);
+    let (mut shift, mut srow) = (vec![T::zero(); width], vec![T::zero(); width]);
+    let mut e = Vec::new();
+    for k0 in (0..inner).step_by(LANE_CHUNK) {
+        let len = LANE_CHUNK.min(inner - k0);
+        let lanes = |j: usize| j * inner + k0..j * inner + k0 + len;
+        let (vmax, mrow) = (&mut vmax[..len], &mut mrow[..len]);
+        let (shift, srow) = (&mut shift[..len], &mut srow[..len]);
+        vmax.fill(ninf);
+        for j in 0..n {
+            max_shifted(vmax, &s[lanes(j)], T::zero());
+        }
+        for i in 0..n {
+            let (lo0, hi0) = (i.saturating_sub(w0), (i + w0 + 1).min(n));
+            mrow.fill(ninf);
+            for j in lo0..hi0 {
+                max_shifted(mrow, &s[lanes(j)], cost[i.abs_diff(j)]);
+            }
+            let w = window(c1g, widest_gap(vmax, mrow), n).max(w0);
+            let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
+            for j in (lo..lo0).chain(hi0..hi) {
+                max_shifted(mrow, &s[lanes(j)], cost[i.abs_diff(j)]);
+            }
+            for (sh, &m) in shift.iter_mut().zip(mrow.iter()) {
+                *sh = if m.is_finite() { m } else { T::zero() };
+            }
+            e.resize((hi - lo) * len, T::zero());
+            for (j, ej) in (lo..hi).zip(e.chunks_exact_mut(len)) {
+                shifted_args(ej, &s[lanes(j)], cost[i.abs_diff(j)], shift);
+            }
+            T::exp_slice(&mut e);
+            srow.fill(T::zero());
+            let out = lanes(i);
+            match signs.as_mut() {
+                None => {
+                    for ej in e.chunks_exact(len) {
+                        add_assign(srow, ej, None);
+                    }
+                    crate::kernel::lse::shift_ln(mrow, srow, &mut d[out]);
+                }
+                Some(sg) => {
+                    for (j, ej) in (lo..hi).zip(e.chunks_exact(len)) {
+                        add_assign(srow, ej, Some(&sg.src[lanes(j)]));
+                    }
+                    signed_finish(mrow, srow, &mut d[out.clone()], &mut sg.dst[out]);
+                }
+            }
+            wsum += w.min(n) as u64;
+            wcount += 1;
+        }
+    }
+    (wsum, wcount)
+}
+
+/// `m[k] = max(m[k], v[k] − c)`, vectorized.
+fn max_shifted<T: Real>(m: &mut [T], v: &[T], c: T) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (mk, &vk) in m.iter_mut().zip(v) {
+                *mk = mk.max(vk - c);
+            }
+        },
+    )
+}
+
+/// `e[k] = v[k] − c − shift[k]`, vectorized.
+fn shifted_args<T: Real>(e: &mut [T], v: &[T], c: T, shift: &[T]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for ((ek, &vk), &sk) in e.iter_mut().zip(v).zip(shift) {
+                *ek = vk - c - sk;
+            }
+        },
+    )
+}
+
+/// `a[k] += b[k]`, or `a[k] += sign[k] · b[k]`, vectorized.
+fn add_assign<T: Real>(a: &mut [T], b: &[T], sign: Option<&[T]>) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || match sign {
+            None => {
+                for (x, &y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+            }
+            Some(sg) => {
+                for ((x, &y), &z) in a.iter_mut().zip(b).zip(sg) {
+                    *x += z * y;
+                }
+            }
+        },
+    )
+}
+
+/// Signed logsumexp outputs from the lane maxima `m` and the shifted signed sums `sum`:
+/// `(m + ln|sum|, sign(sum))`, `(-∞, 0)` for an exact zero, `(m, 0)` for a non-finite `m`.
+fn signed_finish<T: Real>(m: &[T], sum: &[T], out: &mut [T], out_sign: &mut [T]) {
+    for (((o, os), &mk), &sk) in out.iter_mut().zip(out_sign.iter_mut()).zip(m).zip(sum) {
+        (*o, *os) = if !mk.is_finite() {
+            (mk, T::zero())
+        } else if sk == T::zero() {
+            (T::neg_infinity(), T::zero())
+        } else {
+            (mk + crate::kernel::lse::ln_lane(sk.abs()), sk.signum())
+        };
+    }
+}
+
+/// `max_k (vmax[k] − m[k])`, the largest gap between a lane's maximum and the maximum
+/// within the band: `+∞` when a lane has values but none in the band, lanes without any
+/// value (all `-∞`) ignored.
+fn widest_gap<T: Real>(vmax: &[T], m: &[T]) -> T {
+    vmax.iter().zip(m).fold(T::neg_infinity(), |g, (&v, &mk)| {
+        if v == T::neg_infinity() {
+            g
+        } else if mk == T::neg_infinity() {
+            T::infinity()
+        } else {
+            g.max(v - mk)
+        }
+    })
 }
 
 impl<T: Real> Kernel<T> for GridKernel<T> {
@@ -564,14 +710,17 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
         let (mut cur_v, mut cur_s) = (v.clone(), sign.clone());
         for (a, ax) in self.axes.iter().enumerate() {
             let inner: usize = shape[a + 1..].iter().product();
-            axis_log_signed(
-                ax.c1g,
-                cur_v.as_slice(),
-                cur_s.as_slice(),
-                out.as_mut_slice(),
-                out_sign.as_mut_slice(),
-                ax.n,
-                inner,
+            let unit = ax.n * inner;
+            let th = threads(self.par, v.as_slice().len() * ax.n);
+            in_parts2(
+                th,
+                unit,
+                (cur_v.as_slice(), cur_s.as_slice()),
+                (out.as_mut_slice(), out_sign.as_mut_slice()),
+                |(s, ss), (d, sd)| {
+                    let signs = Signs { src: ss, dst: sd };
+                    axis_log(ax.c1g, s, d, Some(signs), ax.n, inner)
+                },
             );
             if a + 1 < self.axes.len() {
                 cur_v.as_mut_slice().copy_from_slice(out.as_slice());

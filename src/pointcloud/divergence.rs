@@ -205,41 +205,76 @@ const BLOCK: usize = 64;
 /// would not make anyway); where the points are sorted (1-D), whole blocks go at once.
 const TRUNCATE: f64 = 50.0;
 
+/// `t_j = h_j − C_j / ε` over one block of columns; returns the block's maximum.
+#[inline]
+fn fill_block<T: Real>(crow: &[T], h: &[T], inv_eps: T, t: &mut [T]) -> T {
+    const L: usize = 8;
+    // Lane-wise maxima so that the loop vectorizes.
+    let mut lanes = [T::neg_infinity(); L];
+    let full = t.len() / L * L;
+    for base in (0..full).step_by(L) {
+        let tc: &mut [T; L] = (&mut t[base..base + L]).try_into().expect("L entries");
+        let hc: &[T; L] = (&h[base..base + L]).try_into().expect("L entries");
+        let cc: &[T; L] = (&crow[base..base + L]).try_into().expect("L entries");
+        for k in 0..L {
+            let v = hc[k] - cc[k] * inv_eps;
+            tc[k] = v;
+            lanes[k] = if v > lanes[k] { v } else { lanes[k] };
+        }
+    }
+    for j in full..t.len() {
+        let v = h[j] - crow[j] * inv_eps;
+        t[j] = v;
+        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
+    }
+    lanes
+        .iter()
+        .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
+}
+
 /// `t_j = h_j − C_j / ε` for one row, the maximum of each block of [`BLOCK`] columns in
 /// `bmax`, and the row maximum as the result (`−∞` when every `h_j` is `−∞`).
+///
+/// Blocks whose upper bound `max_{j∈B} h_j − lb_B/ε` (from the cost lower bound `lb` of
+/// [`RowMatrix`]) is already [`TRUNCATE`] below the maximum found so far are not even
+/// filled: they would be skipped by the truncation anyway (their `bmax` is set to `−∞`).
+/// The block of largest bound goes first, so that the running maximum is high early. The
+/// kept blocks are exactly those of an unpruned pass, so the sums do not change.
 #[inline]
-fn fill_row<T: Real>(crow: &[T], h: &[T], inv_eps: T, t: &mut [T], bmax: &mut [T]) -> T {
-    const L: usize = 8;
-    let mut gmax = T::neg_infinity();
-    for (((tb, hb), cb), bm) in t
-        .chunks_mut(BLOCK)
-        .zip(h.chunks(BLOCK))
-        .zip(crow.chunks(BLOCK))
-        .zip(bmax.iter_mut())
-    {
-        // Lane-wise maxima so that the loop vectorizes.
-        let mut lanes = [T::neg_infinity(); L];
-        let full = tb.len() / L * L;
-        for base in (0..full).step_by(L) {
-            let tc: &mut [T; L] = (&mut tb[base..base + L]).try_into().expect("L entries");
-            let hc: &[T; L] = (&hb[base..base + L]).try_into().expect("L entries");
-            let cc: &[T; L] = (&cb[base..base + L]).try_into().expect("L entries");
-            for k in 0..L {
-                let v = hc[k] - cc[k] * inv_eps;
-                tc[k] = v;
-                lanes[k] = if v > lanes[k] { v } else { lanes[k] };
-            }
+#[allow(clippy::too_many_arguments)]
+fn fill_row<T: Real>(
+    m: &RowMatrix<'_, T>,
+    i: usize,
+    h: &[T],
+    inv_eps: T,
+    t: &mut [T],
+    bmax: &mut [T],
+    lb: &[T],
+    hmax: &[T],
+) -> T {
+    let nb = bmax.len();
+    let cols = t.len();
+    // One unit of margin over the rounding of the bound.
+    let ub = |b: usize| hmax[b] - lb[b] * inv_eps + T::one();
+    let first = (0..nb)
+        .max_by(|&a, &b| {
+            ub(a)
+                .partial_cmp(&ub(b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .unwrap_or(0);
+    let range = |b: usize| b * BLOCK..((b + 1) * BLOCK).min(cols);
+    let mut gmax = m.fill(i, range(first), h, inv_eps, t);
+    bmax[first] = gmax;
+    let cut = T::of(TRUNCATE);
+    for b in (0..nb).filter(|&b| b != first) {
+        if ub(b) < gmax - cut {
+            bmax[b] = T::neg_infinity();
+            continue;
         }
-        for j in full..tb.len() {
-            let v = hb[j] - cb[j] * inv_eps;
-            tb[j] = v;
-            lanes[0] = if v > lanes[0] { v } else { lanes[0] };
-        }
-        let m = lanes
-            .iter()
-            .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a });
-        *bm = m;
-        gmax = if m > gmax { m } else { gmax };
+        let mb = m.fill(i, range(b), h, inv_eps, t);
+        bmax[b] = mb;
+        gmax = if mb > gmax { mb } else { gmax };
     }
     gmax
 }
@@ -289,11 +324,130 @@ fn exp_kept<T: Real>(t: &mut [T], bmax: &[T], mx: T) {
 /// Rows per parallel task below which splitting costs more than it saves.
 const MIN_PAR_ENTRIES: usize = 16_384;
 
-/// One side of a softmin: `out_i = −ε log Σ_j exp(h_j − C_ij/ε)` over the rows of a
-/// row-major `rows × cols` matrix `c`.
+/// How the entries `C_ij` of a softmin are obtained.
+enum Entries<'a, T> {
+    /// A stored row-major `rows × cols` matrix (any cost).
+    Dense(Vec<T>),
+    /// `C_ij = ½‖p_i − q_j‖²` recomputed from the coordinates (GeomLoss's `p = 2`): reading
+    /// a stored matrix from memory at every ε step costs more than recomputing it from
+    /// points that stay in cache, and no `rows × cols` storage is needed. `q_soa[d·cols + j]`
+    /// is coordinate `d` of `q_j`.
+    HalfSq { p: &'a Batch<T>, q_soa: Vec<T> },
+}
+
+/// One side of a softmin: `out_i = −ε log Σ_j exp(h_j − C_ij/ε)` over the rows `i` of the
+/// cost between the points `p_i` (rows) and `q_j` (columns), with `lb[i·nb + b] ≤ C_ij`
+/// for every column `j` of block `b` (the cost from `p_i` to the bounding box of the
+/// block's points).
 struct RowMatrix<'a, T> {
-    c: &'a [T],
+    entries: Entries<'a, T>,
     cols: usize,
+    lb: Vec<T>,
+}
+
+impl<'a, T: Real> RowMatrix<'a, T> {
+    /// The cost between the columns of `p` (rows of the matrix) and of `q`.
+    fn new(p: &'a Batch<T>, q: &'a Batch<T>, cost: Cost) -> Self {
+        let (dim, cols) = (q.rows(), q.cols());
+        let entries = if cost == Cost::HALF_SQ_EUCLIDEAN {
+            let mut q_soa = vec![T::zero(); dim * cols];
+            for j in 0..cols {
+                for (d, &v) in q.col(j).iter().enumerate() {
+                    q_soa[d * cols + j] = v;
+                }
+            }
+            Entries::HalfSq { p, q_soa }
+        } else {
+            Entries::Dense(cost_matrix_row_major(p, q, cost))
+        };
+        let nb = cols.div_ceil(BLOCK);
+        let mut lo = vec![T::infinity(); nb * dim];
+        let mut hi = vec![T::neg_infinity(); nb * dim];
+        for j in 0..cols {
+            let b = j / BLOCK;
+            for (d, &v) in q.col(j).iter().enumerate() {
+                lo[b * dim + d] = lo[b * dim + d].min(v);
+                hi[b * dim + d] = hi[b * dim + d].max(v);
+            }
+        }
+        let mut near = vec![T::zero(); dim];
+        let mut lb = Vec::with_capacity(p.cols() * nb);
+        for i in 0..p.cols() {
+            let pi = p.col(i);
+            for b in 0..nb {
+                let (bl, bh) = (&lo[b * dim..(b + 1) * dim], &hi[b * dim..(b + 1) * dim]);
+                for (((nd, &x), &l), &h) in near.iter_mut().zip(pi).zip(bl).zip(bh) {
+                    *nd = x.max(l).min(h);
+                }
+                // ‖x − y‖^p/p grows with the distance: the nearest point of the box bounds
+                // the cost to every point in it from below.
+                lb.push(cost.eval(pi, &near));
+            }
+        }
+        RowMatrix { entries, cols, lb }
+    }
+
+    /// `t_j = h_j − C_ij / ε` for the columns `r` of row `i`; returns their maximum.
+    #[inline]
+    fn fill(&self, i: usize, r: std::ops::Range<usize>, h: &[T], inv_eps: T, t: &mut [T]) -> T {
+        match &self.entries {
+            Entries::Dense(c) => {
+                let row = &c[i * self.cols..(i + 1) * self.cols];
+                fill_block(&row[r.clone()], &h[r.clone()], inv_eps, &mut t[r])
+            }
+            Entries::HalfSq { p, q_soa } => {
+                let half = T::of(0.5) * inv_eps;
+                let pi = p.col(i);
+                let t = &mut t[r.clone()];
+                t.copy_from_slice(&h[r.clone()]);
+                let (last, init) = pi.split_last().expect("dim >= 1");
+                for (d, &x) in init.iter().enumerate() {
+                    let q = &q_soa[d * self.cols..(d + 1) * self.cols][r.clone()];
+                    for (tj, &y) in t.iter_mut().zip(q) {
+                        let u = x - y;
+                        *tj -= u * u * half;
+                    }
+                }
+                // the last coordinate's pass also takes the maximum
+                let d = pi.len() - 1;
+                let q = &q_soa[d * self.cols..(d + 1) * self.cols][r];
+                sub_sq_max(t, q, *last, half)
+            }
+        }
+    }
+}
+
+/// `t_j −= (x − q_j)² c` and the maximum of the result, vectorized by lanes.
+#[inline]
+fn sub_sq_max<T: Real>(t: &mut [T], q: &[T], x: T, c: T) -> T {
+    const L: usize = 8;
+    let mut lanes = [T::neg_infinity(); L];
+    let full = t.len() / L * L;
+    for base in (0..full).step_by(L) {
+        let tc: &mut [T; L] = (&mut t[base..base + L]).try_into().expect("L entries");
+        let qc: &[T; L] = (&q[base..base + L]).try_into().expect("L entries");
+        for k in 0..L {
+            let u = x - qc[k];
+            let v = tc[k] - u * u * c;
+            tc[k] = v;
+            lanes[k] = if v > lanes[k] { v } else { lanes[k] };
+        }
+    }
+    for j in full..t.len() {
+        let u = x - q[j];
+        let v = t[j] - u * u * c;
+        t[j] = v;
+        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
+    }
+    lanes
+        .iter()
+        .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
+}
+
+/// Workspace of the softmins: one row buffer per worker and the per-block maxima of `h`.
+struct Work<T> {
+    bufs: Vec<Vec<T>>,
+    hmax: Vec<T>,
 }
 
 /// Per-row gradient request of the last extrapolation: for row `i`,
@@ -347,29 +501,35 @@ fn softmin<T: Real>(
     h: &[T],
     out: &mut [T],
     grad: Option<(&GradRequest<'_, T>, &mut Batch<T>)>,
-    scratch: &mut [Vec<T>],
+    work: &mut Work<T>,
 ) {
     let rows = out.len();
     let cols = m.cols;
     let inv_eps = T::one() / eps;
     let workers = if rows * cols >= MIN_PAR_ENTRIES {
-        scratch.len()
+        work.bufs.len()
     } else {
         1
     };
+    let nblocks = cols.div_ceil(BLOCK);
+    work.hmax.clear();
+    work.hmax.extend(h.chunks(BLOCK).map(|c| {
+        c.iter()
+            .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
+    }));
+    let hmax = &work.hmax[..];
     let (req, gslice, dim) = match grad {
         Some((r, g)) => (Some(r), Some(g.as_mut_slice()), r.p.rows()),
         None => (None, None, 0),
     };
-    let nblocks = cols.div_ceil(BLOCK);
     let kernel = |start: usize, o: &mut [T], g: Option<&mut [T]>, buf: &mut Vec<T>| {
         buf.resize(cols + nblocks, T::zero());
         let (t, bmax) = buf.split_at_mut(cols);
         let mut g = g;
         for (k, oi) in o.iter_mut().enumerate() {
             let i = start + k;
-            let crow = &m.c[i * cols..(i + 1) * cols];
-            let mx = fill_row(crow, h, inv_eps, t, bmax);
+            let lb = &m.lb[i * nblocks..(i + 1) * nblocks];
+            let mx = fill_row(m, i, h, inv_eps, t, bmax, lb, hmax);
             if mx == T::neg_infinity() {
                 // Every weight of the other side is zero: nothing to average over.
                 *oi = T::infinity();
@@ -410,7 +570,7 @@ fn softmin<T: Real>(
             }
         }
     };
-    split_rows(0, out, gslice, dim, &mut scratch[..workers], &kernel);
+    split_rows(0, out, gslice, dim, &mut work.bufs[..workers], &kernel);
 }
 
 /// `h = log w + f/ε` (GeomLoss's `α_log + f/ε`), with `log 0 = −∞`.
@@ -445,8 +605,14 @@ fn replace_into<T: Real>(f: &mut [T], ft: &[T]) -> f64 {
 /// with respect to both weight vectors and both sets of positions, following GeomLoss's
 /// `SamplesLoss("sinkhorn", backend="tensorized")` step by step (see the module docs).
 ///
-/// Cost: four `n·m`-sized (or `n²`, `m²`) log-sum-exp sweeps per ε step, on dense cost
-/// matrices built once (memory `2nm + n² + m²` entries).
+/// Cost: four `n·m`-sized (or `n²`, `m²`) log-sum-exp sweeps per ε step. For `p = 2` the
+/// costs are recomputed from the coordinates in each sweep (memory `O(n + m)`; streaming
+/// stored matrices from memory is slower than recomputing `½‖x − y‖²`); for other `p`
+/// dense matrices are built once (memory `2nm + n² + m²` entries). In each row, blocks of
+/// 64 columns whose terms are all below `e^{-50}` times the largest are skipped, using a
+/// lower bound on their cost from the bounding box of their points (exact to rounding:
+/// they would add less than `64 e^{-50}` relative to the sum); with sorted or clustered
+/// points at small ε most blocks go.
 ///
 /// Zero weights: GeomLoss replaces `log 0` by `−100000`; here it is `−∞`, which is what
 /// that constant stands for (they differ only once `f/ε` exceeds `1e5`).
@@ -528,22 +694,11 @@ pub(crate) fn divergence_parts<T: Real>(
     let need_cyy = run_yy || (debias && want_grad_y);
 
     let (xp, yp) = (x.points(), y.points());
-    let c_xy = cost_matrix_row_major(xp, yp, cost);
-    let c_yx = cost_matrix_row_major(yp, xp, cost);
-    let c_xx = if debias {
-        cost_matrix_row_major(xp, xp, cost)
-    } else {
-        Vec::new()
-    };
-    let c_yy = if need_cyy {
-        cost_matrix_row_major(yp, yp, cost)
-    } else {
-        Vec::new()
-    };
-    let mxy = RowMatrix { c: &c_xy, cols: m };
-    let myx = RowMatrix { c: &c_yx, cols: n };
-    let mxx = RowMatrix { c: &c_xx, cols: n };
-    let myy = RowMatrix { c: &c_yy, cols: m };
+    let empty = Batch::zeros(dim, 0);
+    let mxy = RowMatrix::new(xp, yp, cost);
+    let myx = RowMatrix::new(yp, xp, cost);
+    let mxx = RowMatrix::new(xp, if debias { xp } else { &empty }, cost);
+    let myy = RowMatrix::new(yp, if need_cyy { yp } else { &empty }, cost);
     let log = |w: &[T]| -> Vec<T> {
         w.iter()
             .map(|&v| {
@@ -561,9 +716,12 @@ pub(crate) fn divergence_parts<T: Real>(
         0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
         t => t,
     };
-    let mut scratch: Vec<Vec<T>> = (0..threads.max(1))
-        .map(|_| Vec::with_capacity(n.max(m) + n.max(m) / BLOCK + 1))
-        .collect();
+    let mut work = Work {
+        bufs: (0..threads.max(1))
+            .map(|_| Vec::with_capacity(n.max(m) + n.max(m) / BLOCK + 1))
+            .collect(),
+        hmax: Vec::with_capacity(n.max(m) / BLOCK + 1),
+    };
     let (mut a_x, mut b_x, mut at_x, mut bt_x) = (
         vec![T::zero(); n],
         vec![T::zero(); n],
@@ -581,13 +739,13 @@ pub(crate) fn divergence_parts<T: Real>(
     // Initialization at ε₀ from zero potentials: softmin(ε, C, log w).
     let eps0 = T::of(epsilons[0]);
     if run_xx {
-        softmin(eps0, &mxx, &la, &mut a_x, None, &mut scratch);
+        softmin(eps0, &mxx, &la, &mut a_x, None, &mut work);
     }
     if run_yy {
-        softmin(eps0, &myy, &lb, &mut b_y, None, &mut scratch);
+        softmin(eps0, &myy, &lb, &mut b_y, None, &mut work);
     }
-    softmin(eps0, &myx, &la, &mut a_y, None, &mut scratch);
-    softmin(eps0, &mxy, &lb, &mut b_x, None, &mut scratch);
+    softmin(eps0, &myx, &la, &mut a_y, None, &mut work);
+    softmin(eps0, &mxy, &lb, &mut b_x, None, &mut work);
 
     let mut iterations = 0usize;
     let mut last_change = f64::INFINITY;
@@ -596,16 +754,16 @@ pub(crate) fn divergence_parts<T: Real>(
         let mut ch = 0.0f64;
         if run_xx {
             shifted_logs(&la, &a_x, eps, &mut hn);
-            softmin(eps, &mxx, &hn, &mut at_x, None, &mut scratch);
+            softmin(eps, &mxx, &hn, &mut at_x, None, &mut work);
         }
         if run_yy {
             shifted_logs(&lb, &b_y, eps, &mut hm);
-            softmin(eps, &myy, &hm, &mut bt_y, None, &mut scratch);
+            softmin(eps, &myy, &hm, &mut bt_y, None, &mut work);
         }
         shifted_logs(&la, &b_x, eps, &mut hn);
-        softmin(eps, &myx, &hn, &mut at_y, None, &mut scratch);
+        softmin(eps, &myx, &hn, &mut at_y, None, &mut work);
         shifted_logs(&lb, &a_y, eps, &mut hm);
-        softmin(eps, &mxy, &hm, &mut bt_x, None, &mut scratch);
+        softmin(eps, &mxy, &hm, &mut bt_x, None, &mut work);
         if run_xx {
             ch = ch.max(average_into(&mut a_x, &at_x));
         }
@@ -628,21 +786,21 @@ pub(crate) fn divergence_parts<T: Real>(
             let mut ch = 0.0f64;
             if run_xx {
                 shifted_logs(&la, &a_x, eps, &mut hn);
-                softmin(eps, &mxx, &hn, &mut at_x, None, &mut scratch);
+                softmin(eps, &mxx, &hn, &mut at_x, None, &mut work);
                 ch = ch.max(average_into(&mut a_x, &at_x));
             }
             if run_yy {
                 shifted_logs(&lb, &b_y, eps, &mut hm);
-                softmin(eps, &myy, &hm, &mut bt_y, None, &mut scratch);
+                softmin(eps, &myy, &hm, &mut bt_y, None, &mut work);
                 ch = ch.max(average_into(&mut b_y, &bt_y));
             }
             // Alternating (Gauss–Seidel) updates for the cross problem: 4x fewer
             // iterations than the averaged ones near convergence, same fixed point.
             shifted_logs(&la, &b_x, eps, &mut hn);
-            softmin(eps, &myx, &hn, &mut at_y, None, &mut scratch);
+            softmin(eps, &myx, &hn, &mut at_y, None, &mut work);
             ch = ch.max(replace_into(&mut a_y, &at_y));
             shifted_logs(&lb, &a_y, eps, &mut hm);
-            softmin(eps, &mxy, &hm, &mut bt_x, None, &mut scratch);
+            softmin(eps, &mxy, &hm, &mut bt_x, None, &mut work);
             ch = ch.max(replace_into(&mut b_x, &bt_x));
             iterations += 1;
             last_change = ch;
@@ -675,7 +833,7 @@ pub(crate) fn divergence_parts<T: Real>(
             &hn,
             &mut at_x,
             Some((&req, &mut grad_x)),
-            &mut scratch,
+            &mut work,
         );
         if let Some(t) = reuse_y {
             b_y.copy_from_slice(&t.pre);
@@ -690,7 +848,7 @@ pub(crate) fn divergence_parts<T: Real>(
                 cost,
             };
             let g = want_grad_y.then_some((&req, &mut grad_y));
-            softmin(eps, &myy, &hm, &mut bt_y, g, &mut scratch);
+            softmin(eps, &myy, &hm, &mut bt_y, g, &mut work);
         } else if let Some(t) = reuse_y {
             bt_y.copy_from_slice(&t.post);
         }
@@ -704,7 +862,7 @@ pub(crate) fn divergence_parts<T: Real>(
         cost,
     };
     let g = want_grad_y.then_some((&req, &mut grad_y));
-    softmin(eps, &myx, &hn, &mut at_y, g, &mut scratch);
+    softmin(eps, &myx, &hn, &mut at_y, g, &mut work);
     shifted_logs(&lb, &a_y, eps, &mut hm);
     let req = GradRequest {
         p: xp,
@@ -719,7 +877,7 @@ pub(crate) fn divergence_parts<T: Real>(
         &hm,
         &mut bt_x,
         Some((&req, &mut grad_x)),
-        &mut scratch,
+        &mut work,
     );
 
     let (self_x, self_y) = if cacheable {

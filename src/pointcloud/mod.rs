@@ -6,7 +6,7 @@
 //! * [`PointCloud`]: positions (`dim × n`, one point per column) and validated weights.
 //! * [`Cost`], [`cost_matrix`], [`cost_matrix_on_tape`]: ground costs (squared Euclidean,
 //!   GeomLoss's `‖x−y‖^p/p`, Minkowski `‖x−y‖_q`), also recorded on the
-//!   [`Tape`](crate::tape::Tape) so that losses differentiate with respect to positions.
+//!   [`Tape`] so that losses differentiate with respect to positions.
 //! * [`exact_ot`], [`wasserstein_on_tape`]: exact OT between clouds by the network
 //!   simplex of [`crate::emd`], and its gradient with respect to weights and positions.
 //! * [`sinkhorn_divergence`]: the debiased Sinkhorn divergence with GeomLoss's
@@ -23,7 +23,7 @@
 //! ```
 //! use wassdl::{Batch, pointcloud::{PointCloud, SinkhornDivergenceConfig, sinkhorn_divergence}};
 //! let x = PointCloud::uniform(Batch::from_vec(1, 3, vec![0.0f64, 0.1, 0.2])).unwrap();
-//! let y = PointCloud::uniform(Batch::from_vec(1, 3, vec![0.5f64, 0.6, 0.7])).unwrap();
+//! let y = PointCloud::uniform(Batch::from_vec(1, 3, vec![0.5, 0.6, 0.7])).unwrap();
 //! let cfg = SinkhornDivergenceConfig { blur: 0.01, scaling: 0.9, ..Default::default() };
 //! let s = sinkhorn_divergence(&x, &y, &cfg).unwrap();
 //! // every point moves by 0.5: W₂²/2 = 0.125, up to the blur
@@ -174,47 +174,43 @@ fn check_points<T: Real>(arg: &'static str, points: &Batch<T>) -> Result<()> {
     Ok(())
 }
 
-/// Maps the network simplex's own error type onto [`Error`], naming the argument of the
-/// calling function (`a` ↔ source weights, `b` ↔ target weights).
+/// [`Error::from`] an [`EmdError`], with the caller's names for the two weight vectors
+/// (`emd` calls them `a` and `b`) and the offending value of a negative weight.
 pub(crate) fn emd_error(
     e: EmdError,
     (a, wa): (&'static str, &[f64]),
     (b, wb): (&'static str, &[f64]),
 ) -> Error {
-    let side = |w: &'static str| if w == "a" { a } else { b };
-    match e {
-        EmdError::ShapeMismatch { n1, n2, cost_len } => Error::ShapeMismatch {
-            arg: "cost",
-            expected: format!("{n1} x {n2}"),
-            found: format!("{cost_len} entries"),
+    let named = |w: &'static str| match w {
+        "a" => a,
+        "b" => b,
+        other => other,
+    };
+    match Error::from(e) {
+        Error::NonFinite { arg, row, col } => Error::NonFinite {
+            arg: named(arg),
+            row,
+            col,
         },
-        EmdError::NonFinite { which, index } => Error::NonFinite {
-            arg: if which == "cost" { "cost" } else { side(which) },
-            row: index,
-            col: 0,
+        Error::Negative { arg, row, col, .. } => Error::Negative {
+            arg: named(arg),
+            row,
+            col,
+            value: if arg == "a" { wa } else { wb }
+                .get(row)
+                .copied()
+                .unwrap_or(f64::NAN),
         },
-        EmdError::Negative { which, index } => Error::Negative {
-            arg: side(which),
-            row: index,
-            col: 0,
-            value: if which == "a" { wa[index] } else { wb[index] },
+        Error::ShapeMismatch {
+            arg,
+            expected,
+            found,
+        } => Error::ShapeMismatch {
+            arg: named(arg),
+            expected,
+            found,
         },
-        EmdError::MassMismatch { sum_a, sum_b } => Error::NotNormalized {
-            arg: b,
-            col: 0,
-            sum: sum_b,
-            tol: 1e-10 * sum_a.max(sum_b).max(1.0),
-        },
-        EmdError::Empty => Error::ShapeMismatch {
-            arg: a,
-            expected: "(>= 1) entries on both sides".into(),
-            found: "an empty histogram".into(),
-        },
-        EmdError::MaxIterations { iterations } => Error::Numerical {
-            solver: "emd",
-            iteration: iterations,
-            message: "the network simplex hit its pivot cap; raise max_iter".into(),
-        },
+        other => other,
     }
 }
 
