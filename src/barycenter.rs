@@ -149,6 +149,24 @@ impl<T: Real> Scalings<T> {
             log,
         }
     }
+    /// Checks a warm start (section 4.2) for `n` bins and `cols` columns: shapes, and
+    /// values in the domain it is given in. Scalings must be finite and `>= 0`
+    /// (`Error::NonFinite` / `Error::Negative` naming `warm.a` or `warm.b`); log scalings
+    /// may be `-∞` (a zero scaling, where an atom is empty) but not NaN or `+∞`. Without
+    /// this a NaN in a warm start surfaced later as an unrelated `Error::Numerical`, or
+    /// not at all.
+    pub fn validate(&self, n: usize, cols: usize) -> Result<()> {
+        validate::shape("warm.a", &self.a, n, cols)?;
+        validate::shape("warm.b", &self.b, n, cols)?;
+        for (arg, x) in [("warm.a", &self.a), ("warm.b", &self.b)] {
+            if self.log {
+                validate::log_values(arg, x)?;
+            } else {
+                validate::nonnegative(arg, x)?;
+            }
+        }
+        Ok(())
+    }
     /// The same state in the requested domain.
     pub fn to_domain(&self, log: bool) -> Self {
         match (self.log, log) {
@@ -362,49 +380,47 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
     })
 }
 
-/// `prev^τ · new^{1-τ}` (Algorithm 5); exactly `new` when τ = 0.
+/// `prev^τ · new^{1-τ}` (Algorithm 5, eq. 25-26); exactly `new` when τ = 0. A zero of
+/// `new` (an empty atom bin) stays zero instead of `0^τ · 0 = ∞ · 0 = NaN`: see
+/// [`crate::ops::heavy_ball_entry`], shared by the eager and the taped backends.
 fn mix<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
     if tau == T::zero() {
         return new.clone();
     }
-    let x = ops.powf(prev, tau);
-    let y = ops.powf(new, T::one() - tau);
-    ops.mul(&x, &y)
+    ops.heavy_ball(prev, new, tau, false)
 }
 
-/// `τ·prev + (1-τ)·new`: the heavy-ball step on logarithms.
+/// `τ·prev + (1-τ)·new`: the heavy-ball step on logarithms, with `-∞` (a zero scaling)
+/// kept at `-∞` instead of `∞ - ∞ = NaN`.
 fn mix_log<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
     if tau == T::zero() {
         return new.clone();
     }
-    let x = ops.scale(prev, tau);
-    let y = ops.scale(new, T::one() - tau);
-    ops.add(&x, &y)
+    ops.heavy_ball(prev, new, tau, true)
 }
 
 /// max over columns of `‖a ⊙ Kb − d‖₁` (log inputs when `log`).
 fn marginal_error<T: Real>(a: &Batch<T>, kb: &Batch<T>, d: &Batch<T>, log: bool) -> f64 {
-    (0..d.cols())
-        .map(|j| {
-            a.col(j)
-                .iter()
-                .zip(kb.col(j))
-                .zip(d.col(j))
-                .map(|((&x, &y), &di)| {
-                    let r = if log {
-                        if x == T::neg_infinity() || y == T::neg_infinity() {
-                            T::zero()
-                        } else {
-                            (x + y).exp()
-                        }
+    // NaN-propagating max: a NaN error must fail the `err < tol` test, not read as 0.
+    validate::nan_max((0..d.cols()).map(|j| {
+        a.col(j)
+            .iter()
+            .zip(kb.col(j))
+            .zip(d.col(j))
+            .map(|((&x, &y), &di)| {
+                let r = if log {
+                    if x == T::neg_infinity() || y == T::neg_infinity() {
+                        T::zero()
                     } else {
-                        x * y
-                    };
-                    (r - di).abs().to_f64_()
-                })
-                .sum::<f64>()
-        })
-        .fold(0.0, f64::max)
+                        (x + y).exp()
+                    }
+                } else {
+                    x * y
+                };
+                (r - di).abs().to_f64_()
+            })
+            .sum::<f64>()
+    }))
 }
 
 /// POT's relative change `max|p - q| / max(max|p|, max|q|, 1)`.
@@ -413,37 +429,52 @@ fn change<T: Real>(prev: Option<&Batch<T>>, p: &Batch<T>) -> f64 {
     let mut num = 0.0f64;
     let mut den = 1.0f64;
     for (&x, &y) in p.as_slice().iter().zip(q.as_slice()) {
-        num = num.max((x - y).abs().to_f64_());
+        num = validate::nan_max([num, (x - y).abs().to_f64_()]);
         den = den.max(x.abs().to_f64_()).max(y.abs().to_f64_());
     }
+    // A NaN entry makes `num` NaN (not dropped by `max`), so the change is NaN.
     num / den
 }
 
+/// Checks the barycenter for non-finite entries and, with `check_mass`, zero mass. The
+/// advice depends on the domain (`solver` names it): the scaling domain over- or
+/// underflows where the log domain does not, so it points there; the log domain is
+/// already stable, and a zero mass there is `exp(log p)` underflowing while the log
+/// iterates are finite, which happens in the first iterations at tiny γ (the scalings
+/// have not grown yet) and goes away with more iterations.
 fn check_finite<T: Real>(
     p: &Batch<T>,
     solver: &'static str,
     l: usize,
     check_mass: bool,
 ) -> Result<()> {
+    let log = solver.starts_with("log");
     if let Some((row, col)) = p.first_non_finite() {
+        let advice = if log {
+            "the log-domain iterates diverged; use a larger γ"
+        } else {
+            "the scalings over- or underflowed; use the log-domain variant \
+             (`log_domain(true)`) or a larger γ"
+        };
         return Err(Error::Numerical {
             solver,
             iteration: l,
-            message: format!(
-                "non-finite barycenter entry at ({row}, {col}): the scalings over- or underflowed; \
-                 use the log-domain variant (`log_domain(true)`) or a larger γ"
-            ),
+            message: format!("non-finite barycenter entry at ({row}, {col}): {advice}"),
         });
     }
     if check_mass {
         if let Some(col) = p.col_sums().iter().position(|&s| s <= T::zero()) {
+            let advice = if log {
+                "exp(log p) underflowed although the log iterates are finite (the scalings \
+                 have not grown yet at this γ); run more iterations or use tolerance mode"
+            } else {
+                "the kernel underflowed; use the log-domain variant (`log_domain(true)`) or a \
+                 larger γ"
+            };
             return Err(Error::Numerical {
                 solver,
                 iteration: l,
-                message: format!(
-                    "barycenter {col} has zero mass: the kernel underflowed; use the log-domain \
-                     variant (`log_domain(true)`) or a larger γ"
-                ),
+                message: format!("barycenter {col} has zero mass: {advice}"),
             });
         }
     }
@@ -479,8 +510,7 @@ pub fn barycenters<T: Real>(
     let (n, s, m) = check_inputs(kernel, atoms, weights, cfg)?;
     let init = match warm {
         Some(w) => {
-            validate::shape("warm.a", &w.a, n, s * m)?;
-            validate::shape("warm.b", &w.b, n, s * m)?;
+            w.validate(n, s * m)?;
             w.to_domain(cfg.log_domain)
         }
         None => Scalings::ones(n, s * m, cfg.log_domain),

@@ -86,8 +86,7 @@ pub fn loss_and_grad<T: Real>(
     let (n, s, m) = check_inputs(kernel, atoms, weights, cfg)?;
     validate::shape("targets", targets, n, m)?;
     if let Some(w) = warm {
-        validate::shape("warm.a", &w.a, n, s * m)?;
-        validate::shape("warm.b", &w.b, n, s * m)?;
+        w.validate(n, s * m)?;
     }
     if opts.chunk == Some(0) {
         return Err(Error::InvalidParameter {

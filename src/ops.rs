@@ -39,6 +39,11 @@ pub trait Ops<'k, T: Real> {
     fn exp(&mut self, a: &Self::V) -> Self::V;
     /// `log(a)` elementwise.
     fn log(&mut self, a: &Self::V) -> Self::V;
+    /// The heavy-ball step of Algorithm 5 (eq. 25-26), elementwise: `prev^τ · new^{1-τ}`,
+    /// or on logarithms (`log`) `τ·prev + (1-τ)·new`, with a zero `new` kept at zero
+    /// (`-∞` in the log domain) where the formula is `∞ · 0` (`∞ - ∞`) for τ < 0. Both
+    /// backends compute the value with the same shared function.
+    fn heavy_ball(&mut self, prev: &Self::V, new: &Self::V, tau: T, log: bool) -> Self::V;
     /// `N × S` → `N × (S·reps)`: column `m·S + s` is column `s` (atoms tiled over a batch).
     fn tile(&mut self, d: &Self::V, reps: usize) -> Self::V;
     /// `N × M` → `N × (M·s)`: column `m·s + k` is column `m` (one barycenter per atom slot).
@@ -87,6 +92,51 @@ fn map<T: Real>(a: &Batch<T>, f: impl Fn(T) -> T) -> Batch<T> {
         },
     );
     out
+}
+
+/// One entry of the heavy-ball step of Algorithm 5 (eq. 25-26): `prev^τ · new^{1-τ}`,
+/// or `τ·prev + (1-τ)·new` on logarithms.
+///
+/// Where `new` is zero (`-∞` in the log domain) the result is zero (`-∞`). The formula
+/// itself is undefined there for τ < 0: an atom bin `d_i = 0` gives `ã_i = 0` at every
+/// iteration, so from the second one on `a_i = 0^τ · 0^{1-τ} = ∞ · 0` (NaN), and in the
+/// log domain `τ·(-∞) + (1-τ)·(-∞) = ∞ - ∞`. The limit `d_i = ε → 0` is zero: with
+/// `log ã_i = log ε + O(1)` at every step and `a⁰ = 1`, the recursion
+/// `log a_i ← τ log a_i + (1-τ) log ã_i` gives `log a_i = (1 - τ^l) log ε + O(1)` after
+/// `l` steps, and `1 - τ^l > 0` for the over-relaxation range `-1 < τ ≤ 0` where the
+/// iteration converges. It is also the fixed point (`a_i = d_i / (K b)_i = 0` in
+/// eq. 6-8, which heavy ball must share): a zero mass stays a zero scaling.
+#[inline(always)]
+pub(crate) fn heavy_ball_entry<T: Real>(prev: T, new: T, tau: T, log: bool) -> T {
+    if log {
+        if new == T::neg_infinity() {
+            new
+        } else {
+            tau * prev + (T::one() - tau) * new
+        }
+    } else if new == T::zero() {
+        new
+    } else {
+        prev.powf(tau) * new.powf(T::one() - tau)
+    }
+}
+
+/// [`heavy_ball_entry`] over two batches: the forward value of [`Ops::heavy_ball`], shared
+/// by every backend so that they give the same bits.
+pub(crate) fn heavy_ball<T: Real>(prev: &Batch<T>, new: &Batch<T>, tau: T, log: bool) -> Batch<T> {
+    if log {
+        zip_map(prev, new, |p, n| heavy_ball_entry(p, n, tau, true))
+    } else {
+        // `powf` is a library call: no point in the vectorized wrapper.
+        debug_assert_eq!(prev.shape(), new.shape());
+        let data = prev
+            .as_slice()
+            .iter()
+            .zip(new.as_slice())
+            .map(|(&p, &n)| heavy_ball_entry(p, n, tau, false))
+            .collect();
+        Batch::from_vec(prev.rows(), prev.cols(), data)
+    }
 }
 
 pub(crate) fn tile<T: Real>(d: &Batch<T>, reps: usize) -> Batch<T> {
@@ -194,6 +244,9 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
     fn log(&mut self, a: &Batch<T>) -> Batch<T> {
         // The tape's `log` uses `f64::ln` too: both backends must give the same bits.
         a.map(|x| x.ln())
+    }
+    fn heavy_ball(&mut self, prev: &Batch<T>, new: &Batch<T>, tau: T, log: bool) -> Batch<T> {
+        heavy_ball(prev, new, tau, log)
     }
     fn tile(&mut self, d: &Batch<T>, reps: usize) -> Batch<T> {
         tile(d, reps)

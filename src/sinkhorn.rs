@@ -104,6 +104,10 @@ pub fn sinkhorn<T: Real>(
         Some((f, g)) => {
             validate::shape("warm.f", f, n1, bcols)?;
             validate::shape("warm.g", g, n2, bcols)?;
+            // Potentials are `γ log u`, `γ log v`: `-∞` where a marginal is zero (as
+            // returned by an earlier call), never NaN or `+∞`.
+            validate::log_values("warm.f", f)?;
+            validate::log_values("warm.g", g)?;
             let (lu, lv) = (f.map(|x| x / gamma), g.map(|x| x / gamma));
             if cfg.log_domain {
                 (lu, lv)
@@ -158,7 +162,8 @@ pub fn sinkhorn<T: Real>(
                 ),
             });
         }
-        if tol.is_some_and(|t| err < t) {
+        // A NaN error never falls below `tol`: stop now, it is reported just below.
+        if tol.is_some_and(|t| err < t) || err.is_nan() {
             break;
         }
     }
@@ -181,15 +186,16 @@ pub fn sinkhorn<T: Real>(
     let c = zip(&lv, &apply_log_new(kernel, &lu, true), add_log).map(exp0);
     let mut transport_cost = Vec::with_capacity(bcols);
     let mut cost = Vec::with_capacity(bcols);
-    for j in 0..bcols {
-        let tc = transport_cost_log(kernel, lu.col(j), lv.col(j));
+    let tcs = transport_costs_log(kernel, &lu, &lv);
+    for (j, &tc) in tcs.iter().enumerate() {
         if !tc.is_finite() {
             return Err(Error::Numerical {
                 solver: "sinkhorn",
                 iteration: iterations,
                 message: format!(
-                    "the transport cost of pair {j} cannot be evaluated: its potentials span more than \
-                     the floating-point exponent range; use a larger γ or f64"
+                    "the transport cost of pair {j} is not finite (non-finite potentials or a \
+                     cost beyond the range of {})",
+                    T::NAME
                 ),
             });
         }
@@ -247,62 +253,45 @@ fn exp0<T: Real>(x: T) -> T {
 
 /// `max_col ‖v ⊙ Kᵀu − b‖₁` (log inputs when `log`).
 fn l1_error<T: Real>(v: &Batch<T>, ktu: &Batch<T>, b: &Batch<T>, log: bool) -> f64 {
-    (0..b.cols())
-        .map(|j| {
-            v.col(j)
-                .iter()
-                .zip(ktu.col(j))
-                .zip(b.col(j))
-                .map(|((&x, &y), &bi)| {
-                    let m = if log { exp0(add_log(x, y)) } else { x * y };
-                    (m - bi).abs().to_f64_()
-                })
-                .sum::<f64>()
-        })
-        .fold(0.0, f64::max)
+    // NaN-propagating max over pairs: `fold(0.0, f64::max)` dropped a NaN column, so a
+    // diverged pair passed the stopping test and the solve returned `Ok` with garbage.
+    validate::nan_max((0..b.cols()).map(|j| {
+        v.col(j)
+            .iter()
+            .zip(ktu.col(j))
+            .zip(b.col(j))
+            .map(|((&x, &y), &bi)| {
+                let m = if log { exp0(add_log(x, y)) } else { x * y };
+                (m - bi).abs().to_f64_()
+            })
+            .sum::<f64>()
+    }))
 }
 
-/// `⟨T, C⟩` for `T = diag(e^lu) K diag(e^lv)`, shifting each side by its max so the
-/// products stay finite: exact for the entries that carry the mass.
-fn transport_cost_log<T: Real>(kernel: &dyn Kernel<T>, lu: &[T], lv: &[T]) -> T {
-    let su = lu.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-    let sv = lv.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-    let ut = Batch::from_vec(lu.len(), 1, lu.iter().map(|&x| exp0(x - su)).collect());
-    let vt = Batch::from_vec(lv.len(), 1, lv.iter().map(|&x| exp0(x - sv)).collect());
-    let mut kcv = Batch::zeros(lu.len(), 1);
-    kernel.apply_cost(&vt, &mut kcv);
-    let s = ut
-        .as_slice()
-        .iter()
-        .zip(kcv.as_slice())
-        .fold(T::zero(), |a, (&x, &y)| a + x * y);
-    // Recombine in the log domain: e^{su+sv} alone may overflow while `s` underflows.
-    // When the potentials spread past the exponent range, the shifted sum underflows to
-    // zero although the plan carries mass: report NaN so the caller errors out loudly.
-    if s > T::zero() {
-        return (s.ln() + su + sv).exp();
-    }
-    if su + sv <= T::zero() {
-        return T::zero();
-    }
-    // The shared shift lost the rows that carry the mass: sum the plan entries exactly,
-    // each `exp(lu_i + lv_j − C_ij/γ) C_ij` bounded, when the cost matrix fits in memory.
-    let (n1, n2) = (lu.len(), lv.len());
-    if n1.saturating_mul(n2) > 1 << 26 {
-        return T::nan();
-    }
-    let c = kernel.cost_matrix();
-    let g = kernel.gamma();
-    let mut total = T::zero();
-    for j in 0..n2 {
-        if lv[j] == T::neg_infinity() {
-            continue;
-        }
-        for (i, &cij) in c.col(j).iter().enumerate() {
-            if lu[i] != T::neg_infinity() {
-                total += (lu[i] + lv[j] - cij / g).exp() * cij;
+/// `⟨T, C⟩ = Σ_ij exp(lu_i + lv_j − C_ij/γ) C_ij` (eq. 3's transport term) for every
+/// pair, entirely in the log domain: `(K ⊙ C)ᵀ e^{lu}` by [`Kernel::apply_cost_log`]
+/// (a max-shifted sum of `lu_i − C_ij/γ + log C_ij`, per axis for a separable grid),
+/// then a signed logsumexp against `lv`. The scaling-domain `uᵀ (K ⊙ C) v` it replaces
+/// underflowed where `K` does (small γ: the mass sits on pairs whose `K_ij` is 0 in
+/// floating point, carried by huge `u`, `v`) and then gave 0, NaN or an error, and its
+/// fallback summed a dense `N × N` cost matrix; this is exact to rounding at any γ and
+/// never forms `K ⊙ C` or `C`.
+fn transport_costs_log<T: Real>(kernel: &dyn Kernel<T>, lu: &Batch<T>, lv: &Batch<T>) -> Vec<T> {
+    let (n2, bcols) = (kernel.ncols(), lu.cols());
+    let (mut lo, mut so) = (Batch::zeros(n2, bcols), Batch::zeros(n2, bcols));
+    kernel.apply_cost_log(lu, &mut lo, &mut so, true);
+    let mut t = vec![T::zero(); n2];
+    (0..bcols)
+        .map(|j| {
+            for ((tk, &l), &o) in t.iter_mut().zip(lv.col(j)).zip(lo.col(j)) {
+                *tk = add_log(l, o);
             }
-        }
-    }
-    total
+            let (val, sign) = crate::kernel::lse::lse_signed(&mut t, so.col(j));
+            if sign == T::zero() {
+                T::zero()
+            } else {
+                sign * val.exp()
+            }
+        })
+        .collect()
 }

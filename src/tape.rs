@@ -47,7 +47,9 @@ enum Op<'k, T: Real> {
     Exp(usize),
     Log(usize),
     Abs(usize),
-    Tile(usize, usize),
+    /// Algorithm 5's heavy-ball step `(prev, new, τ, log)`, see [`ops::heavy_ball`].
+    HeavyBall(usize, usize, T, bool),
+    Tile(usize),
     Repeat(usize, usize),
     BlockDot(usize, usize),
     BlockLse(usize, usize),
@@ -385,7 +387,24 @@ impl<'k, T: Real> Tape<'k, T> {
             }
             Op::Log(a) => {
                 if need(a) {
-                    add_into(&mut g[a], zip_map(gi, self.val(a), |x, av| x / av));
+                    // g / a, except that a zero upstream gradient stays zero at a = 0
+                    // (0/0 would be NaN): the log-domain barycenter takes `log d` of atoms
+                    // with empty bins, whose `-∞` then reaches nothing (the log kernel's
+                    // backward weighs it by `e^{-∞} = 0`, the heavy-ball step pins it).
+                    // The same convention as `block_dot`'s `0 · ∞`; it reports 0, not a
+                    // one-sided derivative, for an empty bin of an atom.
+                    let d = zip_map(
+                        gi,
+                        self.val(a),
+                        |x, av| {
+                            if x == T::zero() {
+                                x
+                            } else {
+                                x / av
+                            }
+                        },
+                    );
+                    add_into(&mut g[a], d);
                 }
             }
             Op::Abs(a) => {
@@ -402,7 +421,50 @@ impl<'k, T: Real> Tape<'k, T> {
                     add_into(&mut g[a], zip_map(gi, self.val(a), |x, av| x * s(av)));
                 }
             }
-            Op::Tile(d, _) => {
+            Op::HeavyBall(p, n, tau, log) => {
+                // y = p^τ n^{1-τ}: ∂y/∂p = τ p^{τ-1} n^{1-τ}, ∂y/∂n = (1-τ) p^τ n^{-τ};
+                // on logarithms y = τ p + (1-τ) n. Where `new` is zero (`-∞`) the forward
+                // pinned y to zero (`-∞`, see `ops::heavy_ball_entry`) and the gradient is
+                // 0 to both inputs. That is the exact derivative of the scaling form for
+                // p > 0 (the exponent 1 - τ > 1 makes n^{1-τ} flat at 0) and of the pinned
+                // value; using the formulas there would give ∞ · 0 = NaN.
+                let (pv, nv) = (self.val(p), self.val(n));
+                let one = T::one();
+                let zero_at = |nk: T| {
+                    if log {
+                        nk == T::neg_infinity()
+                    } else {
+                        nk == T::zero()
+                    }
+                };
+                if need(p) {
+                    let gp = Batch::from_fn(pv.rows(), pv.cols(), |i, j| {
+                        let (gk, pk, nk) = (gi.get(i, j), pv.get(i, j), nv.get(i, j));
+                        if zero_at(nk) {
+                            T::zero()
+                        } else if log {
+                            tau * gk
+                        } else {
+                            gk * nk.powf(one - tau) * tau * pk.powf(tau - one)
+                        }
+                    });
+                    add_into(&mut g[p], gp);
+                }
+                if need(n) {
+                    let gn = Batch::from_fn(nv.rows(), nv.cols(), |i, j| {
+                        let (gk, pk, nk) = (gi.get(i, j), pv.get(i, j), nv.get(i, j));
+                        if zero_at(nk) {
+                            T::zero()
+                        } else if log {
+                            (one - tau) * gk
+                        } else {
+                            gk * pk.powf(tau) * (one - tau) * nk.powf(-tau)
+                        }
+                    });
+                    add_into(&mut g[n], gn);
+                }
+            }
+            Op::Tile(d) => {
                 if need(d) {
                     let dv = self.val(d);
                     let (n, s) = dv.shape();
@@ -636,9 +698,13 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         let v = self.val(a.0).map(|x| x.ln());
         self.push(v, Op::Log(a.0), &[a.0])
     }
+    fn heavy_ball(&mut self, prev: &Var, new: &Var, tau: T, log: bool) -> Var {
+        let v = ops::heavy_ball(self.val(prev.0), self.val(new.0), tau, log);
+        self.push(v, Op::HeavyBall(prev.0, new.0, tau, log), &[prev.0, new.0])
+    }
     fn tile(&mut self, d: &Var, reps: usize) -> Var {
         let v = ops::tile(self.val(d.0), reps);
-        self.push(v, Op::Tile(d.0, reps), &[d.0])
+        self.push(v, Op::Tile(d.0), &[d.0])
     }
     fn repeat(&mut self, p: &Var, s: usize) -> Var {
         let v = ops::repeat(self.val(p.0), s);

@@ -42,6 +42,37 @@ pub fn nonnegative<T: Real>(arg: &'static str, x: &Batch<T>) -> Result<()> {
     Ok(())
 }
 
+/// Every entry a logarithm of a nonnegative number: no NaN and no `+∞`; `-∞` (the log
+/// of a zero) is allowed. For warm-start log scalings and dual potentials, which are
+/// `-∞` exactly where a marginal is zero.
+pub fn log_values<T: Real>(arg: &'static str, x: &Batch<T>) -> Result<()> {
+    let rows = x.rows().max(1);
+    match x
+        .as_slice()
+        .iter()
+        .position(|&v| v.is_nan() || v == T::infinity())
+    {
+        Some(k) => Err(Error::NonFinite {
+            arg,
+            row: k % rows,
+            col: k / rows,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The largest of `xs`, NaN if any is NaN (`f64::max` drops NaN, which would hide a
+/// diverged solve from a stopping test); `0` when empty. For error norms, all `>= 0`.
+pub fn nan_max(xs: impl IntoIterator<Item = f64>) -> f64 {
+    xs.into_iter().fold(0.0, |m, x| {
+        if m.is_nan() || x.is_nan() {
+            f64::NAN
+        } else {
+            m.max(x)
+        }
+    })
+}
+
 /// Nonnegative, finite, and every column sums to one within [`simplex_tol`].
 pub fn simplex_columns<T: Real>(arg: &'static str, x: &Batch<T>) -> Result<()> {
     nonnegative(arg, x)?;

@@ -795,7 +795,6 @@ proptest! {
 /// then `a_i = 0^τ · 0^{1-τ} = ∞ · 0 = NaN` at the next iteration (log domain:
 /// `τ·(-∞) + (1-τ)·(-∞) = +∞ - ∞`). Every image with background zeros hits this.
 #[test]
-#[ignore = "bug: heavy-ball mix `prev^τ new^(1-τ)` is NaN where an atom is zero (0^τ = ∞ for τ < 0)"]
 fn heavy_ball_with_zero_atoms() {
     let grid = Grid::new(&[20]).unwrap();
     let k = GridKernel::<f64>::new(&grid, 1e-2).unwrap();
@@ -848,8 +847,6 @@ fn unbalanced_with_zero_atoms_is_finite() {
 /// gave NaN (0·e^{su+sv} = 0·∞), 0, or `Err(Numerical)` ("use a larger γ or f64", while
 /// this is already f64 in the log domain, which is documented as stable at any γ).
 #[test]
-#[ignore = "bug: sinkhorn's transport_cost_log uses the scaling-domain K ⊙ C, which underflows \
-            at small γ (NaN, 0 or a Numerical error instead of ⟨T,C⟩ ≈ 0.718)"]
 fn log_sinkhorn_transport_cost_at_small_gamma() {
     let n = 60;
     let grid = Grid::new(&[n]).unwrap();

@@ -345,8 +345,6 @@ fn sinkhorn_shapes_and_parameters() {
 /// `barycenters` rejects `Stop::Tolerance { max_iter: 0 }` with `max_iter`, `sinkhorn`
 /// silently runs one iteration instead.
 #[test]
-#[ignore = "bug: sinkhorn maps Stop::Tolerance { max_iter: 0 } to 1 iteration instead of \
-            rejecting it like barycenters/BarycenterConfig::validate do"]
 fn sinkhorn_rejects_zero_max_iter() {
     let (a, b) = ab();
     let c = SinkhornConfig {
@@ -415,7 +413,7 @@ fn tiny_gamma_scaling_fails_with_numerical_error_suggesting_log_domain() {
             other => panic!("sinkhorn: expected Error::Numerical, got {other:?}"),
         }
         // The log-domain Sinkhorn at this γ is `log_sinkhorn_transport_cost_at_small_gamma`
-        // in tests/properties.rs (ignored: its transport cost is not computed stably).
+        // in tests/properties.rs.
     }
 }
 
@@ -426,8 +424,6 @@ fn tiny_gamma_scaling_fails_with_numerical_error_suggesting_log_domain() {
 /// started from there converges). Tolerance mode aborts at iteration 1 instead, with a
 /// message telling the user to switch to the log domain they are already in.
 #[test]
-#[ignore = "bug: log-domain barycenter checks the mass of exp(log p) at every iteration in \
-            tolerance mode and aborts on a transient underflow (and suggests the log domain)"]
 fn log_domain_tolerance_mode_at_tiny_gamma() {
     let n = 40;
     let k = GridKernel::<f64>::new(&Grid::new(&[n]).unwrap(), 1e-4).unwrap();
@@ -509,8 +505,6 @@ fn display_texts() {
 /// so the stopping test never sees it) and the barycenter reports an unrelated
 /// `Numerical` error.
 #[test]
-#[ignore = "bug: warm-start scalings/potentials are not validated (NaN accepted; log-domain \
-            sinkhorn returns Ok with garbage because l1_error's fold(0.0, f64::max) drops NaN)"]
 fn warm_start_non_finite_is_rejected() {
     let (a, b) = ab();
     let f = Batch::<f64>::zeros(N, 2);
@@ -543,7 +537,6 @@ fn warm_start_non_finite_is_rejected() {
 /// A cost so negative that `exp(-C/γ)` overflows gives a kernel with ∞ entries, and
 /// `K x` is then NaN as soon as x has a zero (∞·0). The constructor should reject it.
 #[test]
-#[ignore = "bug: DenseKernel::new accepts costs with C/γ < -709, building K = ∞ (NaN downstream)"]
 fn dense_kernel_rejects_overflowing_cost() {
     let c = Batch::from_vec(2, 2, vec![0.0, -1000.0, -1000.0, 0.0]);
     let r = DenseKernel::new(c.view(), 1.0);

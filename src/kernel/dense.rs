@@ -47,6 +47,20 @@ impl<T: Real> DenseKernel<T> {
         let cg = Batch::from_fn(cost.nrows(), cost.ncols(), |i, j| cost[(i, j)] / gamma);
         let mut k = cg.map(|x| -x);
         T::exp_slice(k.as_mut_slice());
+        // K = exp(-C/γ) must be finite in `T`: a cost with `-C/γ` above `ln(T::MAX)`
+        // (709.78 in f64, 88.72 in f32) gives `K = ∞`, and `K x` is then NaN as soon as
+        // `x` has a zero (∞ · 0). Negative costs are fine as long as `K` stays finite;
+        // entries underflowing to 0 (large positive costs, small γ) are legitimate and
+        // handled by the log domain, so only overflow is rejected.
+        if let Some(p) = k.as_slice().iter().position(|v| !v.is_finite()) {
+            let rows = k.rows().max(1);
+            return Err(Error::InvalidParameter {
+                arg: "cost",
+                requirement: "such that exp(-cost/gamma) is finite in the working precision \
+                              (cost/gamma >= -709.78 in f64, >= -88.72 in f32)",
+                value: cost[(p % rows, p / rows)].to_f64_(),
+            });
+        }
         let symmetric = is_symmetric(cost);
         let kt = (!symmetric).then(|| Batch::from_mat(k.view().transpose()));
         Ok(DenseKernel {
@@ -234,7 +248,7 @@ impl<T: Real> Kernel<T> for DenseKernel<T> {
                     };
                     *t = vb[i] - c;
                 }
-                let (val, sg) = lse_signed(&tmp, sb);
+                let (val, sg) = lse_signed(&mut tmp, sb);
                 out.col_mut(b)[o] = val;
                 out_sign.col_mut(b)[o] = sg;
             }
@@ -246,6 +260,48 @@ impl<T: Real> Kernel<T> for DenseKernel<T> {
             *kv = *kv * c * self.gamma;
         }
         self.product(kc.view(), x, out);
+    }
+    fn apply_cost_log(
+        &self,
+        v: &Batch<T>,
+        out: &mut Batch<T>,
+        out_sign: &mut Batch<T>,
+        transpose: bool,
+    ) {
+        // out_o = log |Σ_i C_io exp(v_i − C_io/γ)| (Kᵀ; C_oi for K): a signed logsumexp
+        // of `v_i − C/γ + log|C|` with the sign of `C` (a cost may be negative; a zero
+        // cost or a zero input is a sign-0 term). Column `o` of `C/γ` is contiguous, so
+        // the transposed product (the one `sinkhorn` needs) streams it.
+        let (n_in, n_out) = if transpose {
+            (self.nrows(), self.ncols())
+        } else {
+            (self.ncols(), self.nrows())
+        };
+        let mut tmp = vec![T::zero(); n_in];
+        let mut sg = vec![T::zero(); n_in];
+        for b in 0..v.cols() {
+            let vb = v.col(b);
+            for o in 0..n_out {
+                for (i, (t, s)) in tmp.iter_mut().zip(sg.iter_mut()).enumerate() {
+                    let cg = if transpose {
+                        self.cg.get(i, o)
+                    } else {
+                        self.cg.get(o, i)
+                    };
+                    let c = cg * self.gamma;
+                    let zero = c == T::zero() || !cg.is_finite() || vb[i] == T::neg_infinity();
+                    *s = if zero { T::zero() } else { c.signum() };
+                    *t = if zero {
+                        T::neg_infinity()
+                    } else {
+                        vb[i] - cg + c.abs().ln()
+                    };
+                }
+                let (val, s) = lse_signed(&mut tmp, &sg);
+                out.col_mut(b)[o] = val;
+                out_sign.col_mut(b)[o] = s;
+            }
+        }
     }
     fn cost_matrix(&self) -> Batch<T> {
         self.cg.map(|x| x * self.gamma)

@@ -117,6 +117,8 @@ impl Grid {
 #[derive(Clone, Debug)]
 struct Axis<T: Real> {
     n: usize,
+    /// Cost of one step along the axis: `C_a(i, j) = c1 (i - j)²`.
+    c1: f64,
     /// `c1 / γ`: the kernel along this axis is `exp(-c1g (i - j)²)`.
     c1g: T,
     k: Batch<T>,
@@ -187,6 +189,7 @@ impl<T: Real> GridKernel<T> {
                     .unwrap_or(0);
                 Axis {
                     n,
+                    c1,
                     c1g,
                     k,
                     kc,
@@ -295,21 +298,27 @@ impl<T: Real> GridKernel<T> {
         });
     }
 
-    fn log_chain(&self, v: &Batch<T>, out: &mut Batch<T>) {
+    /// `log(K exp(v))` axis by axis (Algorithm 3); with `weighted = Some(a)` the kernel
+    /// of axis `a` is `K_a ⊙ C_a` instead, i.e. `log((K_0 ⊗ .. ⊗ (K_a ⊙ C_a) ⊗ ..) exp(v))`.
+    fn log_chain(&self, v: &Batch<T>, out: &mut Batch<T>, weighted: Option<usize>) {
         let (mut wsum, mut wcount) = (0u64, 0u64);
         self.chain(v, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
             let unit = ax.n * inner;
             let th = threads(self.par, src.len() * ax.n);
+            let weight = (weighted == Some(a)).then_some(ax.c1);
             for (s, c) in in_parts(th, unit, src, dst, |s, d| {
-                axis_log(ax.c1g, s, d, None, ax.n, inner)
+                axis_log(ax.c1g, weight, s, d, None, ax.n, inner)
             }) {
                 wsum += s;
                 wcount += c;
             }
         });
-        self.win_sum.fetch_add(wsum, Ordering::Relaxed);
-        self.win_count.fetch_add(wcount, Ordering::Relaxed);
+        // The statistics describe the Sinkhorn applications, not the transport costs.
+        if weighted.is_none() {
+            self.win_sum.fetch_add(wsum, Ordering::Relaxed);
+            self.win_count.fetch_add(wcount, Ordering::Relaxed);
+        }
     }
 }
 
@@ -452,6 +461,7 @@ struct Signs<'a, T> {
 /// and buys vectorized exponentials instead of one short logsumexp per output.
 fn axis_log<T: Real>(
     c1g: T,
+    weight: Option<f64>,
     src: &[T],
     dst: &mut [T],
     signs: Option<Signs<'_, T>>,
@@ -468,7 +478,7 @@ fn axis_log<T: Real>(
         let rows = t(src);
         let mut out = vec![T::zero(); src.len()];
         let r = match signs {
-            None => rows_log(c1g, &rows, &mut out, None, n, lines),
+            None => rows_log(c1g, weight, &rows, &mut out, None, n, lines),
             Some(sg) => {
                 let srows = t(sg.src);
                 let mut sout = vec![T::zero(); src.len()];
@@ -476,7 +486,7 @@ fn axis_log<T: Real>(
                     src: &srows,
                     dst: &mut sout,
                 };
-                let r = rows_log(c1g, &rows, &mut out, Some(dst), n, lines);
+                let r = rows_log(c1g, weight, &rows, &mut out, Some(dst), n, lines);
                 transpose(&sout, lines, n, sg.dst);
                 r
             }
@@ -489,7 +499,7 @@ fn axis_log<T: Real>(
     match signs {
         None => {
             for (s, d) in src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz)) {
-                let (ws, wc) = rows_log(c1g, s, d, None, n, inner);
+                let (ws, wc) = rows_log(c1g, weight, s, d, None, n, inner);
                 wsum += ws;
                 wcount += wc;
             }
@@ -499,7 +509,7 @@ fn axis_log<T: Real>(
             let sblocks = sg.src.chunks_exact(sz).zip(sg.dst.chunks_exact_mut(sz));
             for ((s, d), (ss, sd)) in blocks.zip(sblocks) {
                 let signs = Signs { src: ss, dst: sd };
-                let (ws, wc) = rows_log(c1g, s, d, Some(signs), n, inner);
+                let (ws, wc) = rows_log(c1g, weight, s, d, Some(signs), n, inner);
                 wsum += ws;
                 wcount += wc;
             }
@@ -531,23 +541,41 @@ fn transpose<T: Real>(a: &[T], rows: usize, cols: usize, out: &mut [T]) {
 /// Signed (`signs`), the terms are weighted by the input signs and the output is
 /// `log |Σ|` with the sign of `Σ` (`-∞` and sign 0 for an exact zero); the window is
 /// then relative to the largest term, the best a signed sum can promise.
+///
+/// Weighted (`weight = Some(c1)`), each term also carries the axis cost `c1 δ²`: the
+/// kernel is `K_a ⊙ C_a`, for the log-domain transport cost ([`Kernel::apply_cost_log`]).
+/// Its log-weight `ln(c1 δ²)` (`-∞` at δ = 0) enters the tabulated exponent, and the
+/// window bound gets the slack `max(0, ln(c1 (n-1)²))`: a dropped term is then at most
+/// `vmax − c1g (w+1)² + slack`, so the same argument keeps every window within one ulp.
 fn rows_log<T: Real>(
     c1g: T,
+    weight: Option<f64>,
     s: &[T],
     d: &mut [T],
     mut signs: Option<Signs<'_, T>>,
     n: usize,
     inner: usize,
 ) -> (u64, u64) {
-    let w0 = min_window(c1g, n);
+    // Weighted, the δ = 0 term is zero: the band must reach δ = ±1 to see a maximum.
+    let w0 = min_window(c1g, n).max(usize::from(weight.is_some()));
     let ninf = T::neg_infinity();
-    // Exactly the per-pair `c1g · δ · δ` of the definition, tabulated by |δ|.
+    // Exactly the per-pair `c1g · δ · δ` of the definition, tabulated by |δ|, minus
+    // `ln(c1 δ²)` when weighted.
     let cost: Vec<T> = (0..n)
         .map(|k| {
             let dd = T::of(k as f64);
-            c1g * dd * dd
+            let e = c1g * dd * dd;
+            match weight {
+                None => e,
+                Some(_) if k == 0 => T::infinity(),
+                Some(c1) => e - T::of((c1 * (k * k) as f64).ln()),
+            }
         })
         .collect();
+    let slack = match weight {
+        Some(c1) if n > 1 => T::of((c1 * ((n - 1) * (n - 1)) as f64).ln().max(0.0)),
+        _ => T::zero(),
+    };
     let (mut wsum, mut wcount) = (0u64, 0u64);
     let width = inner.min(LANE_CHUNK);
     let (mut vmax, mut mrow) = (vec![ninf; width], vec![ninf; width]);
@@ -568,7 +596,7 @@ fn rows_log<T: Real>(
             for j in lo0..hi0 {
                 max_shifted(mrow, &s[lanes(j)], cost[i.abs_diff(j)]);
             }
-            let w = window(c1g, widest_gap(vmax, mrow), n).max(w0);
+            let w = window(c1g, widest_gap(vmax, mrow) + slack, n).max(w0);
             let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
             for j in (lo..lo0).chain(hi0..hi) {
                 max_shifted(mrow, &s[lanes(j)], cost[i.abs_diff(j)]);
@@ -661,6 +689,15 @@ fn signed_finish<T: Real>(m: &[T], sum: &[T], out: &mut [T], out_sign: &mut [T])
     }
 }
 
+/// `v[k] = -∞` where `sign[k] = 0`: the canonical log of a zero of a signed batch.
+fn mask_zero_sign<T: Real>(v: &mut [T], sign: &[T]) {
+    for (vk, &sk) in v.iter_mut().zip(sign) {
+        if sk == T::zero() {
+            *vk = T::neg_infinity();
+        }
+    }
+}
+
 /// `max_k (vmax[k] − m[k])`, the largest gap between a lane's maximum and the maximum
 /// within the band: `+∞` when a lane has values but none in the band, lanes without any
 /// value (all `-∞`) ignored.
@@ -693,10 +730,10 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
         self.apply(x, out);
     }
     fn apply_log(&self, v: &Batch<T>, out: &mut Batch<T>) {
-        self.log_chain(v, out);
+        self.log_chain(v, out, None);
     }
     fn apply_log_t(&self, v: &Batch<T>, out: &mut Batch<T>) {
-        self.log_chain(v, out);
+        self.log_chain(v, out, None);
     }
     fn apply_log_signed(
         &self,
@@ -708,6 +745,11 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
     ) {
         let shape = self.grid.shape().to_vec();
         let (mut cur_v, mut cur_s) = (v.clone(), sign.clone());
+        // Sign-0 entries are zeros whatever their `v`: make them `-∞` so that the lane
+        // maxima (the logsumexp shift and the adaptive window of `rows_log`) are taken
+        // over the nonzero terms only. A sign-0 entry with a large `v` would otherwise
+        // set the shift and underflow every real term.
+        mask_zero_sign(cur_v.as_mut_slice(), cur_s.as_slice());
         for (a, ax) in self.axes.iter().enumerate() {
             let inner: usize = shape[a + 1..].iter().product();
             let unit = ax.n * inner;
@@ -719,12 +761,13 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
                 (out.as_mut_slice(), out_sign.as_mut_slice()),
                 |(s, ss), (d, sd)| {
                     let signs = Signs { src: ss, dst: sd };
-                    axis_log(ax.c1g, s, d, Some(signs), ax.n, inner)
+                    axis_log(ax.c1g, None, s, d, Some(signs), ax.n, inner)
                 },
             );
             if a + 1 < self.axes.len() {
                 cur_v.as_mut_slice().copy_from_slice(out.as_slice());
                 cur_s.as_mut_slice().copy_from_slice(out_sign.as_slice());
+                mask_zero_sign(cur_v.as_mut_slice(), cur_s.as_slice());
             }
         }
     }
@@ -737,6 +780,40 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
             for (o, &p) in out.as_mut_slice().iter_mut().zip(part.as_slice()) {
                 *o += p;
             }
+        }
+    }
+    fn apply_cost_log(
+        &self,
+        v: &Batch<T>,
+        out: &mut Batch<T>,
+        out_sign: &mut Batch<T>,
+        _transpose: bool,
+    ) {
+        // The squared Euclidean cost is a sum over axes, C = Σ_a C_a, so
+        // K ⊙ C = Σ_a K_0 ⊗ .. ⊗ (K_a ⊙ C_a) ⊗ .. (as in `apply_cost`): one log-domain
+        // pass per axis with the weighted kernel `K_a ⊙ C_a` on axis `a` (Algorithm 3
+        // with log-weights, see `rows_log`), then a logsumexp of the nonnegative parts.
+        // Never forms `K`, so nothing underflows at small γ; symmetric, so `transpose`
+        // changes nothing.
+        let mut part = Batch::zeros(out.rows(), out.cols());
+        out.as_mut_slice().fill(T::neg_infinity());
+        for a in 0..self.axes.len() {
+            self.log_chain(v, &mut part, Some(a));
+            for (o, &p) in out.as_mut_slice().iter_mut().zip(part.as_slice()) {
+                let (hi, lo) = if *o >= p { (*o, p) } else { (p, *o) };
+                *o = if lo == T::neg_infinity() || !hi.is_finite() {
+                    hi
+                } else {
+                    hi + (lo - hi).exp().ln_1p()
+                };
+            }
+        }
+        for (sg, &o) in out_sign.as_mut_slice().iter_mut().zip(out.as_slice()) {
+            *sg = if o == T::neg_infinity() {
+                T::zero()
+            } else {
+                T::one()
+            };
         }
     }
     fn cost_matrix(&self) -> Batch<T> {

@@ -19,8 +19,21 @@ pub(crate) fn lse<T: Real>(t: &[T]) -> T {
 }
 
 /// Signed logsumexp: `Σ_j s_j exp(t_j) = sign · exp(result)`; returns `(result, sign)`.
+///
+/// A term of sign 0 is zero whatever its `t_j` (the contract of
+/// [`crate::kernel::Kernel::apply_log_signed`]), so it must not set the shift: shifting by
+/// the max over *all* terms would make every signed term underflow to 0 as soon as a
+/// sign-0 entry has a large `t_j`, and `0 · exp(t_j − m)` could be `0 · ∞ = NaN`. `t` is
+/// scratch: its sign-0 entries are overwritten with `-∞` (the canonical zero), so that
+/// the max and the vectorized shifted sum both skip them.
 #[inline]
-pub(crate) fn lse_signed<T: Real>(t: &[T], s: &[T]) -> (T, T) {
+pub(crate) fn lse_signed<T: Real>(t: &mut [T], s: &[T]) -> (T, T) {
+    debug_assert_eq!(t.len(), s.len());
+    for (tj, &sj) in t.iter_mut().zip(s) {
+        if sj == T::zero() {
+            *tj = T::neg_infinity();
+        }
+    }
     let m = t.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
     if m == T::neg_infinity() || !m.is_finite() {
         return (m, T::zero());

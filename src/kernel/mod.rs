@@ -49,6 +49,19 @@ pub trait Kernel<T: Real>: Send + Sync {
     /// `out = (K ⊙ C) x`, so that the transport cost of `diag(u) K diag(v)` is
     /// `uᵀ (K ⊙ C) v` without forming the plan.
     fn apply_cost(&self, x: &Batch<T>, out: &mut Batch<T>);
+    /// Log-domain [`Kernel::apply_cost`]: with `x = exp(v)`, writes
+    /// `(K ⊙ C) x = out_sign ⊙ exp(out)` (or `(K ⊙ C)ᵀ x` when `transpose`), i.e.
+    /// `out_i = log |Σ_j C_ij exp(v_j − C_ij/γ)|`, from the exponents `v_j − C_ij/γ` and
+    /// `log |C_ij|` with the max shift, never through `K` itself. Stays exact where `K`
+    /// underflows (small γ), which the scaling-domain `apply_cost` cannot. `out_sign` is
+    /// 0 where the sum is zero (`out = -∞`), -1 only where negative costs dominate.
+    fn apply_cost_log(
+        &self,
+        v: &Batch<T>,
+        out: &mut Batch<T>,
+        out_sign: &mut Batch<T>,
+        transpose: bool,
+    );
     /// The cost matrix `C` as a dense `nrows × ncols` matrix (for plans and small problems).
     fn cost_matrix(&self) -> Batch<T>;
     /// Whether `K = Kᵀ` (lets solvers skip a transposed application path).
