@@ -49,7 +49,9 @@
 //! warm scalings are constants (the paper's "different, more accurate, energy" per run),
 //! so each run minimizes one consistent objective; the loss can jump at a restart.
 //! The first run starts cold (`a = b = 1`). Scalings accumulate iterations across runs:
-//! use the log domain if they over- or underflow.
+//! use the log domain if they over- or underflow. Between two runs the whole state is
+//! the point and the warm scalings ([`FitState`]): [`fit_resumable`] hands it out at every
+//! restart and continues a fit from it bit-exactly (checkpointing, `wassdl fit --resume`).
 //!
 //! # Cost of an iteration
 //!
@@ -803,11 +805,20 @@ fn l2(g: Option<&Vec<f64>>) -> f64 {
     g.map_or(f64::NAN, |g| g.iter().map(|v| v * v).sum::<f64>().sqrt())
 }
 
+/// Where [`drive`] starts: `x0` after `done` iterations in `runs` L-BFGS runs (0 and 0
+/// for a fresh fit), and what it calls at every restart boundary.
+struct Start<'c, T: Real> {
+    x0: Vec<f64>,
+    done: u64,
+    runs: usize,
+    on_restart: &'c mut dyn FnMut(&FitState<T>) -> Result<()>,
+}
+
 /// Runs L-BFGS from `x0` (Algorithm 2), restarting every `warm_restart` iterations.
 fn drive<'s, 'a: 's, T: Real, S, F>(
     new_solver: F,
     shared: &'s Shared<'a, T>,
-    x0: Vec<f64>,
+    from: Start<'_, T>,
     observer: &mut dyn Observer,
 ) -> Result<Driven>
 where
@@ -817,9 +828,12 @@ where
     let start = Instant::now();
     let cfg = shared.cfg;
     let (budget, restart_every) = (cfg.lbfgs.max_iters, cfg.warm_restart);
-    let mut x = x0;
-    let mut done = 0u64;
-    let mut runs = 0usize;
+    let Start {
+        x0: mut x,
+        mut done,
+        mut runs,
+        on_restart,
+    } = from;
     let mut history = Vec::new();
     let info = |observer: &dyn Observer,
                 x: &[f64],
@@ -908,19 +922,43 @@ where
         };
         runs += 1;
         let can_restart = restart_every.is_some() && done < budget && run_iters > 0;
-        match reason {
-            TerminationReason::MaxItersReached if can_restart => {}
-            TerminationReason::SolverExit(_) if can_restart => {}
-            TerminationReason::MaxItersReached => break 'runs Termination::MaxIters,
+        let end = match reason {
+            TerminationReason::MaxItersReached if can_restart => None,
+            TerminationReason::SolverExit(_) if can_restart => None,
+            TerminationReason::MaxItersReached => Some(Termination::MaxIters),
             TerminationReason::SolverConverged | TerminationReason::TargetCostReached => {
-                break 'runs Termination::Converged
+                Some(Termination::Converged)
             }
-            TerminationReason::SolverExit(msg) => break 'runs Termination::LineSearch(msg),
-            other => break 'runs Termination::LineSearch(format!("{other:?}")),
+            TerminationReason::SolverExit(msg) => Some(Termination::LineSearch(msg)),
+            other => Some(Termination::LineSearch(format!("{other:?}"))),
+        };
+        // A budget spent by a complete run is a restart boundary too: a longer fit would
+        // restart here, so its state extends the fit exactly. A budget that cuts a run
+        // short is not (the longer fit's L-BFGS would carry on with its memory).
+        let full_run = restart_every.is_some_and(|k| run_iters == k as u64);
+        let boundary = end.is_none() || (end == Some(Termination::MaxIters) && full_run);
+        if restart_every.is_some() && boundary {
+            // section 4.2: the next run starts from the scalings reached at this point
+            let (warm, loss) = shared.with_eval(&x, false, |e| (e.scalings.clone(), e.loss))?;
+            let (d, w) = shared.unpack(&x);
+            on_restart(&FitState {
+                x: x.clone(),
+                warm: warm.clone(),
+                iterations: done,
+                runs,
+                atoms: d
+                    .map_or_else(|| shared.fixed_atoms.cloned(), |d| Some(d.cast()))
+                    .expect("atoms are either optimized or fixed"),
+                weights: w.cast(),
+                loss,
+            })?;
+            if end.is_none() {
+                shared.set_warm(warm);
+            }
         }
-        // section 4.2: the next run starts from the scalings reached at this point
-        let warm = shared.with_eval(&x, false, |e| e.scalings.clone())?;
-        shared.set_warm(warm);
+        if let Some(t) = end {
+            break 'runs t;
+        }
     };
     Ok(Driven {
         x,
@@ -934,7 +972,7 @@ where
 /// Dispatches on the line search (each is its own type in argmin).
 fn run_lbfgs<T: Real>(
     shared: &Shared<'_, T>,
-    x0: Vec<f64>,
+    from: Start<'_, T>,
     observer: &mut dyn Observer,
 ) -> Result<Driven> {
     let s = &shared.cfg.lbfgs;
@@ -947,7 +985,7 @@ fn run_lbfgs<T: Real>(
                     .with_tolerance_cost(tc)
             },
             shared,
-            x0,
+            from,
             observer,
         ),
         LineSearchKind::HagerZhang => drive(
@@ -957,7 +995,7 @@ fn run_lbfgs<T: Real>(
                     .with_tolerance_cost(tc)
             },
             shared,
-            x0,
+            from,
             observer,
         ),
         LineSearchKind::Backtracking => drive(
@@ -967,7 +1005,7 @@ fn run_lbfgs<T: Real>(
                     .with_tolerance_cost(tc)
             },
             shared,
-            x0,
+            from,
             observer,
         ),
     }
@@ -1062,7 +1100,8 @@ fn solve<'a, T: Real>(
     cfg: &'a WdlConfig,
     s: usize,
     fixed_atoms: Option<&'a Batch<T>>,
-    x0: Vec<f64>,
+    from: Start<'_, T>,
+    warm: Option<Scalings<T>>,
     observer: &mut dyn Observer,
 ) -> Result<Fit<T>> {
     let prob = Shared {
@@ -1073,12 +1112,12 @@ fn solve<'a, T: Real>(
         s,
         m: data.cols(),
         fixed_atoms,
-        warm: Mutex::new(None),
+        warm: Mutex::new(warm),
         lazy_gradient: cfg.lbfgs.line_search == LineSearchKind::Backtracking,
         cache: Mutex::new(None),
         counters: Counters::default(),
     };
-    let out = run_lbfgs(&prob, x0, observer)?;
+    let out = run_lbfgs(&prob, from, observer)?;
     let (loss, reconstruction, scalings) =
         prob.with_eval(&out.x, false, |e| (e.loss, e.p.clone(), e.scalings.clone()))?;
     let (d64, w64) = prob.unpack(&out.x);
@@ -1116,11 +1155,95 @@ pub fn fit<T: Real>(
     cfg: &WdlConfig,
     observer: &mut dyn Observer,
 ) -> Result<Fit<T>> {
+    fit_resumable(kernel, data, cfg, None, observer, &mut |_| Ok(()))
+}
+
+/// The whole state of a warm-restarted fit between two L-BFGS runs (section 4.2): each
+/// run starts a fresh L-BFGS from `x` with the constant scalings `warm`, so nothing else
+/// carries over, and [`fit_resumable`] continues from it to the same bits as a fit that
+/// was never interrupted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitState<T: Real> {
+    /// The L-BFGS variables `concat(α, β̃)` (column-major, `N·S + S·M` entries).
+    pub x: Vec<f64>,
+    /// The Sinkhorn scalings the next run starts every evaluation from.
+    pub warm: Scalings<T>,
+    /// L-BFGS iterations done, over all runs.
+    pub iterations: u64,
+    /// L-BFGS runs done.
+    pub runs: usize,
+    /// Atoms `softmax(α)` at `x`, `N × S` (for saving a usable dictionary).
+    pub atoms: Batch<T>,
+    /// Weights `softmax(ζ β̃)` at `x`, `S × M`.
+    pub weights: Batch<T>,
+    /// The objective at `x` with the scalings of the run that just ended.
+    pub loss: f64,
+}
+
+/// [`fit`] that can be stopped and continued: `on_restart` is called with the state at
+/// every L-BFGS restart boundary (after each run of `cfg.warm_restart` iterations, after
+/// a run ended by a line-search failure, and when a complete run spends the budget), and
+/// `start` continues a fit from such a state instead of initializing one.
+///
+/// A fit continued from the state it had after `k` iterations ends bit-identical (atoms,
+/// weights, loss) to the uninterrupted fit with the same `cfg`; `cfg.lbfgs.max_iters` may
+/// be raised to extend a fit that spent its budget. Requires `cfg.warm_restart` (without
+/// restarts L-BFGS's correction pairs would be state too; `on_restart` is then never
+/// called). An error from `on_restart` ends the fit with that error. The returned
+/// [`Fit::history`] and [`Fit::counts`] cover this call only.
+pub fn fit_resumable<T: Real>(
+    kernel: &dyn Kernel<T>,
+    data: &Batch<T>,
+    cfg: &WdlConfig,
+    start: Option<&FitState<T>>,
+    observer: &mut dyn Observer,
+    on_restart: &mut dyn FnMut(&FitState<T>) -> Result<()>,
+) -> Result<Fit<T>> {
     check_data(kernel, data, cfg)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let mut x0 = init_alpha(data, cfg, &mut rng)?;
-    x0.extend(init_beta(cfg.n_atoms, data.cols(), cfg, &mut rng)?);
-    solve(kernel, data, cfg, cfg.n_atoms, None, x0, observer)
+    let Some(st) = start else {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+        let mut x0 = init_alpha(data, cfg, &mut rng)?;
+        x0.extend(init_beta(cfg.n_atoms, data.cols(), cfg, &mut rng)?);
+        let from = Start {
+            x0,
+            done: 0,
+            runs: 0,
+            on_restart,
+        };
+        return solve(kernel, data, cfg, cfg.n_atoms, None, from, None, observer);
+    };
+    if cfg.warm_restart.is_none() {
+        return Err(Error::InvalidParameter {
+            arg: "warm_restart",
+            requirement: "set (Some(k)) to continue a fit from a FitState",
+            value: f64::NAN,
+        });
+    }
+    if st.iterations >= cfg.lbfgs.max_iters {
+        return Err(Error::InvalidParameter {
+            arg: "lbfgs.max_iters",
+            requirement: "greater than the iterations already done by the FitState",
+            value: cfg.lbfgs.max_iters as f64,
+        });
+    }
+    let (n, m, s) = (data.rows(), data.cols(), cfg.n_atoms);
+    if st.x.len() != n * s + s * m {
+        return Err(Error::ShapeMismatch {
+            arg: "start.x",
+            expected: format!("{} entries (N·S + S·M)", n * s + s * m),
+            found: format!("{} entries", st.x.len()),
+        });
+    }
+    validate::shape("start.warm.a", &st.warm.a, n, s * m)?;
+    validate::shape("start.warm.b", &st.warm.b, n, s * m)?;
+    let from = Start {
+        x0: st.x.clone(),
+        done: st.iterations,
+        runs: st.runs,
+        on_restart,
+    };
+    let warm = Some(st.warm.clone());
+    solve(kernel, data, cfg, s, None, from, warm, observer)
 }
 
 /// Barycentric coordinates of each column of `data` with the atoms fixed: the weights
@@ -1152,8 +1275,13 @@ pub fn transform_fit<T: Real>(
     check_data(kernel, data, &c)?;
     validate::rows("atoms", atoms, kernel.nrows())?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let x0 = init_beta(s, data.cols(), cfg, &mut rng)?;
-    let mut fit = solve(kernel, data, cfg, s, Some(atoms), x0, observer)?;
+    let from = Start {
+        x0: init_beta(s, data.cols(), cfg, &mut rng)?,
+        done: 0,
+        runs: 0,
+        on_restart: &mut |_| Ok(()),
+    };
+    let mut fit = solve(kernel, data, cfg, s, Some(atoms), from, None, observer)?;
     fit.atoms = atoms.clone();
     Ok(fit)
 }

@@ -11,11 +11,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use wassdl::dictionary::{
+    fit, reconstruct, transform, KernelSpec, Model, NoObserver, WdlConfig, WeightInit,
+};
 use wassdl::emd::emd;
 use wassdl::npy::{parse_npy, read_npy, to_npy_bytes, write_npy, Dtype, NpyArray, Npz};
+use wassdl::unmixing::{unmix, UnmixingConfig, UnmixingSolver};
 use wassdl::{
     barycenters, sinkhorn, BarycenterConfig, Batch, DenseKernel, Grid, GridKernel, GridUnits,
-    Kernel, Real, SinkhornConfig, Stop,
+    Kernel, Loss, Real, SinkhornConfig, Stop,
 };
 
 /// A fresh directory for one test, removed when the test ends.
@@ -771,7 +775,16 @@ fn a_failed_run_leaves_an_existing_output_untouched() {
 
 #[test]
 fn help_gives_defaults_and_units_for_every_subcommand() {
-    for cmd in ["sinkhorn", "barycenter", "emd"] {
+    for cmd in [
+        "sinkhorn",
+        "barycenter",
+        "emd",
+        "fit",
+        "transform",
+        "reconstruct",
+        "unmix",
+        "demo",
+    ] {
         let out = wassdl(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
         let help = String::from_utf8_lossy(&out.stdout);
@@ -919,4 +932,753 @@ fn npy_reader_rejects_hostile_headers_without_panicking() {
         parsed > 0,
         "no mutation kept the file valid: the check exercised nothing"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Dictionary learning, unmixing and the demo
+
+/// Five Gaussians of σ = 0.08 on `n` bins, one per row of a `(5, n)` file, as the `N × 5`
+/// batch the library takes (its column-major storage is the file's C order).
+fn gaussians(n: usize) -> Batch<f64> {
+    wassdl::datasets::gaussians_1d(n, &[0.3, 0.4, 0.5, 0.6, 0.7], 0.08).unwrap()
+}
+
+fn load_model(p: &Path) -> Model<f64> {
+    Model::<f64>::load(p).unwrap()
+}
+
+/// True if the file starts with the PNG signature.
+fn is_png(p: &Path) -> bool {
+    std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n"))
+}
+
+#[test]
+fn fit_matches_the_library_on_a_cost_matrix_and_draws_1d_pictures() {
+    let dir = tmpdir("fit-cost");
+    let n = 30;
+    let x = gaussians(n);
+    let data = save(&dir, "x.npy", &[5, n], x.as_slice().to_vec());
+    let pts = wassdl::datasets::linspace(0.0, 1.0, n);
+    let c: Vec<f64> = (0..n * n)
+        .map(|k| (pts[k / n] - pts[k % n]).powi(2))
+        .collect();
+    let cost = save(&dir, "c.npy", &[n, n], c.clone());
+    let out = dir.join("model.json");
+    let png = dir.join("figs");
+    let summary = ok(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--atoms",
+        "2",
+        "--cost",
+        s(&cost),
+        "--reg",
+        "0.01",
+        "--sinkhorn-iters",
+        "10",
+        "--loss",
+        "kl",
+        "--zeta",
+        "2",
+        "--max-iters",
+        "12",
+        "--seed",
+        "3",
+        "--out",
+        s(&out),
+        "--png",
+        s(&png),
+    ]);
+    let cb = Batch::from_fn(n, n, |i, j| c[i * n + j]);
+    let spec = KernelSpec::dense(&cb, 0.01).unwrap();
+    let k = spec.build::<f64>().unwrap();
+    let cfg = WdlConfig::new(2)
+        .barycenter(BarycenterConfig::iterations(10))
+        .loss(Loss::KullbackLeibler)
+        .zeta(2.0)
+        .max_iters(12)
+        .seed(3);
+    let lib = fit(k.as_ref(), &x, &cfg, &mut NoObserver).unwrap();
+    let model = load_model(&out);
+    // the same library call on the same bits: equal to the last bit
+    assert_eq!(model.atoms(), lib.atoms);
+    assert_eq!(model.weights(), lib.weights);
+    assert_eq!(model.loss, lib.loss);
+    assert_eq!(model.config, cfg);
+    assert_eq!(model.kernel, spec);
+    assert_eq!(summary["iterations"], lib.iterations);
+    json_close(&summary["loss"], lib.loss);
+    assert_eq!(summary["termination"], "max_iters");
+    assert_eq!(summary["precision"], "float64");
+    assert!(is_png(&png.join("atoms.png")) && is_png(&png.join("reconstructions.png")));
+}
+
+#[test]
+fn fit_on_float32_images_matches_the_library_and_draws_2d_pictures() {
+    let dir = tmpdir("fit-images");
+    let mut rng = StdRng::seed_from_u64(11);
+    let x: Vec<f32> = hists(&mut rng, 4, 30).iter().map(|&v| v as f32).collect();
+    let data = save(&dir, "x.npy", &[4, 6, 5], x.clone());
+    let out = dir.join("model.json");
+    let png = dir.join("figs");
+    let summary = ok(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--atoms",
+        "2",
+        "--reg",
+        "0.05",
+        "--sinkhorn-iters",
+        "8",
+        "--tau",
+        "-0.3",
+        "--max-iters",
+        "10",
+        "--warm-restart",
+        "4",
+        "--weight-init",
+        "random",
+        "--out",
+        s(&out),
+        "--png",
+        s(&png),
+    ]);
+    assert_eq!(summary["precision"], "float32");
+    let grid = Grid::new(&[6, 5]).unwrap();
+    let k = GridKernel::<f32>::new(&grid, 0.05).unwrap();
+    let cfg = WdlConfig::new(2)
+        .barycenter(BarycenterConfig {
+            tau: -0.3,
+            ..BarycenterConfig::iterations(8)
+        })
+        .max_iters(10)
+        .warm_restart(4)
+        .weight_init(WeightInit::Random);
+    let lib = fit(&k, &Batch::from_vec(30, 4, x), &cfg, &mut NoObserver).unwrap();
+    let model = Model::<f32>::load(&out).unwrap();
+    assert_eq!(model.atoms(), lib.atoms);
+    assert_eq!(model.weights(), lib.weights);
+    assert_eq!(model.kernel, KernelSpec::grid(&grid, 0.05));
+    assert!(is_png(&png.join("atoms.png")) && is_png(&png.join("reconstructions.png")));
+}
+
+#[test]
+fn transform_and_reconstruct_match_the_library() {
+    let dir = tmpdir("transform");
+    let n = 25;
+    let grid = Grid::new(&[n]).unwrap();
+    let k = GridKernel::<f64>::new(&grid, 0.01).unwrap();
+    let cfg = WdlConfig::new(2)
+        .barycenter(BarycenterConfig::iterations(15))
+        .max_iters(10)
+        .seed(1);
+    // a model saved by the library; the CLI must use it exactly as the library does
+    let x = gaussians(n);
+    let learned = fit(&k, &x, &cfg, &mut NoObserver).unwrap();
+    let model = Model::new(KernelSpec::grid(&grid, 0.01), cfg.clone(), &learned).unwrap();
+    let mp = dir.join("model.json");
+    model.save(&mp).unwrap();
+    let new = wassdl::datasets::gaussians_1d(n, &[0.45, 0.55], 0.08).unwrap();
+    let pn = save(&dir, "new.npy", &[2, n], new.as_slice().to_vec());
+    let pw = dir.join("w.npy");
+    let summary = ok(&[
+        "transform",
+        "--model",
+        s(&mp),
+        "--data",
+        s(&pn),
+        "--out",
+        s(&pw),
+    ]);
+    let lib_w = transform(&k, &learned.atoms, &new, &cfg).unwrap();
+    let w = read_npy(&pw).unwrap();
+    assert_eq!(w.shape(), &[2, 2]);
+    assert_eq!(w.to_vec::<f64>(), rows_of(&lib_w));
+    assert_eq!(summary["atoms"], 2);
+
+    // reconstruct with those weights, and with the model's own weights
+    let pp = dir.join("p.npy");
+    ok(&[
+        "reconstruct",
+        "--model",
+        s(&mp),
+        "--weights",
+        s(&pw),
+        "--out",
+        s(&pp),
+    ]);
+    let p = read_npy(&pp).unwrap();
+    assert_eq!(p.shape(), &[2, n]);
+    let lib_p = reconstruct(&k, &learned.atoms, &lib_w, &cfg).unwrap();
+    assert_eq!(p.to_vec::<f64>(), rows_of(&lib_p));
+    let po = dir.join("own.npy");
+    let summary = ok(&[
+        "reconstruct",
+        "--model",
+        s(&mp),
+        "--sinkhorn-iters",
+        "40",
+        "--out",
+        s(&po),
+    ]);
+    assert_eq!(summary["sinkhorn_iters"], 40);
+    let own = read_npy(&po).unwrap();
+    assert_eq!(own.shape(), &[5, n]);
+    let cfg40 = cfg.clone().barycenter(BarycenterConfig::iterations(40));
+    let lib_own = reconstruct(&k, &learned.atoms, &learned.weights, &cfg40).unwrap();
+    assert_eq!(own.to_vec::<f64>(), rows_of(&lib_own));
+    // one weight vector (S,) gives one histogram (N,)
+    let w1 = save(&dir, "w1.npy", &[2], vec![0.3, 0.7]);
+    let p1 = dir.join("p1.npy");
+    ok(&[
+        "reconstruct",
+        "--model",
+        s(&mp),
+        "--weights",
+        s(&w1),
+        "--out",
+        s(&p1),
+    ]);
+    assert_eq!(read_npy(&p1).unwrap().shape(), &[n]);
+}
+
+/// The model files of two fits hold the same dictionary to the last bit (atoms, weights,
+/// loss).
+fn assert_same_model(a: &Path, b: &Path) {
+    let (ma, mb) = (load_model(a), load_model(b));
+    assert_eq!(ma.atoms, mb.atoms);
+    assert_eq!(ma.weights, mb.weights);
+    assert_eq!(ma.loss.to_bits(), mb.loss.to_bits());
+}
+
+/// A float of the JSON summary against the library's value. serde_json (without its
+/// `float_roundtrip` feature) parses some 17-digit decimals one ulp off, so the summary
+/// is compared to 2 ulp; the output files are compared exactly.
+fn json_close(v: &serde_json::Value, want: f64) {
+    let got = v.as_f64().unwrap();
+    assert!(
+        (got - want).abs() <= 2.0 * f64::EPSILON * want.abs(),
+        "{got} vs {want}"
+    );
+}
+
+/// `fit` arguments shared by the checkpoint tests (L-BFGS restarts every 5 iterations).
+fn ck_fit_args<'a>(data: &'a str, l: &'a str) -> Vec<&'a str> {
+    vec![
+        "fit",
+        "--data",
+        data,
+        "--atoms",
+        "3",
+        "--reg",
+        "0.004",
+        "--sinkhorn-iters",
+        l,
+        "--warm-restart",
+        "5",
+        "--weight-init",
+        "random",
+        "--seed",
+        "2",
+    ]
+}
+
+#[test]
+fn a_fit_resumed_from_its_checkpoint_ends_bit_identical() {
+    let dir = tmpdir("resume");
+    let x = gaussians(60);
+    let data = save(&dir, "x.npy", &[5, 60], x.as_slice().to_vec());
+    let base = ck_fit_args(s(&data), "5");
+    let run = |extra: &[&str]| {
+        let mut a = base.clone();
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    let full = dir.join("full.json");
+    run(&["--max-iters", "30", "--out", s(&full)]);
+    // a fit that stops after 12 iterations: the budget cuts its third L-BFGS run short,
+    // which is no restart of a longer fit, so its last checkpoint is the one at 10...
+    let ck = dir.join("ck.json");
+    let part = dir.join("part.json");
+    let summary = run(&[
+        "--max-iters",
+        "12",
+        "--checkpoint",
+        s(&ck),
+        "--checkpoint-every",
+        "10",
+        "--out",
+        s(&part),
+    ]);
+    assert_eq!(summary["checkpoints_at"], serde_json::json!([10]));
+    // ...and the checkpoint is a model: the dictionary a 10-iteration fit ends with
+    let ten = dir.join("ten.json");
+    run(&["--max-iters", "10", "--out", s(&ten)]);
+    assert_same_model(&ck, &ten);
+    // resumed to the checkpoint's own budget, it ends where the 12-iteration fit ended
+    let again = dir.join("again.json");
+    let summary = ok(&[
+        "fit",
+        "--resume",
+        s(&ck),
+        "--data",
+        s(&data),
+        "--out",
+        s(&again),
+    ]);
+    assert_eq!(summary["resumed_from"], 10);
+    assert_same_model(&part, &again);
+    // resumed in two legs to the full budget (a budget spent by a complete run is a
+    // restart, so the first leg's final checkpoint extends exactly), it ends where the
+    // uninterrupted fit ends
+    let mid = dir.join("mid.json");
+    let summary = ok(&[
+        "fit",
+        "--resume",
+        s(&ck),
+        "--data",
+        s(&data),
+        "--max-iters",
+        "20",
+        "--checkpoint",
+        s(&ck),
+        "--out",
+        s(&mid),
+    ]);
+    assert_eq!(summary["checkpoints_at"], serde_json::json!([15, 20]));
+    let resumed = dir.join("resumed.json");
+    let summary = ok(&[
+        "fit",
+        "--resume",
+        s(&ck),
+        "--data",
+        s(&data),
+        "--max-iters",
+        "30",
+        "--out",
+        s(&resumed),
+    ]);
+    assert_eq!(summary["resumed_from"], 20);
+    assert_eq!(summary["iterations"], 30);
+    assert_same_model(&full, &resumed);
+    assert_eq!(load_model(&full).config, load_model(&resumed).config);
+    // without a new budget a resumed fit keeps the checkpoint's, which is spent here
+    fails(
+        &[
+            "fit",
+            "--resume",
+            s(&ck),
+            "--data",
+            s(&data),
+            "--out",
+            s(&resumed),
+        ],
+        1,
+        &[s(&ck), "iteration 20", "raise --max-iters"],
+    );
+}
+
+#[test]
+fn a_killed_fit_continues_from_its_last_checkpoint_bit_identical() {
+    let dir = tmpdir("kill");
+    let x = gaussians(60);
+    let data = save(&dir, "x.npy", &[5, 60], x.as_slice().to_vec());
+    // L = 40 makes an iteration take milliseconds, so the fit is still running when the
+    // first checkpoint appears
+    let mut args = ck_fit_args(s(&data), "40");
+    let full = dir.join("full.json");
+    let ck = dir.join("ck.json");
+    let killed_out = dir.join("killed.json");
+    args.extend_from_slice(&["--max-iters", "60"]);
+    let mut killed = args.clone();
+    killed.extend_from_slice(&["--checkpoint", s(&ck), "--out", s(&killed_out)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wassdl"))
+        .args(&killed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !ck.exists() {
+        assert!(t0.elapsed().as_secs() < 60, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(
+        !killed_out.exists(),
+        "the fit finished before it was killed"
+    );
+    let at = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&ck).unwrap())
+        .unwrap()["checkpoint"]["iterations"]
+        .as_u64()
+        .unwrap();
+    assert!(at > 0 && at < 60 && at % 5 == 0, "checkpoint at {at}");
+    let resumed = dir.join("resumed.json");
+    ok(&[
+        "fit",
+        "--resume",
+        s(&ck),
+        "--data",
+        s(&data),
+        "--out",
+        s(&resumed),
+    ]);
+    let mut uninterrupted = args.clone();
+    uninterrupted.extend_from_slice(&["--out", s(&full)]);
+    ok(&uninterrupted);
+    assert_same_model(&full, &resumed);
+}
+
+#[test]
+fn unmix_matches_the_library_exact_and_entropic() {
+    let dir = tmpdir("unmix");
+    let (ns, nt) = (12, 9);
+    let mut rng = StdRng::seed_from_u64(5);
+    let h = hists(&mut rng, 3, ns);
+    let y = hists(&mut rng, 1, nt);
+    let c: Vec<f64> = (0..ns * nt)
+        .map(|q| ((q / nt) as f64 / ns as f64 - (q % nt) as f64 / nt as f64).powi(2))
+        .collect();
+    let ph = save(&dir, "h.npy", &[3, ns], h.clone());
+    let py = save(&dir, "y.npy", &[nt], y.clone());
+    let pc = save(&dir, "c.npy", &[ns, nt], c.clone());
+    let hb = Batch::from_vec(ns, 3, h);
+    let cb = Batch::from_fn(ns, nt, |i, j| c[i * nt + j]);
+    let pw = dir.join("w.npy");
+    for (extra, solver) in [
+        (vec![], UnmixingSolver::Exact { max_iter: 100_000 }),
+        (
+            vec!["--reg", "0.01"],
+            UnmixingSolver::Entropic {
+                reg: 0.01,
+                stop: Stop::Tolerance {
+                    tol: 1e-9,
+                    max_iter: 10_000,
+                },
+            },
+        ),
+    ] {
+        let mut args = vec![
+            "unmix",
+            "--sources",
+            s(&ph),
+            "--target",
+            s(&py),
+            "--cost",
+            s(&pc),
+            "--lr",
+            "0.5",
+            "--iters",
+            "40",
+            "--out",
+            s(&pw),
+        ];
+        args.extend(extra);
+        let summary = ok(&args);
+        let cfg = UnmixingConfig {
+            lr: 0.5,
+            iterations: 40,
+            solver,
+        };
+        let lib = unmix(&hb, &y, &cb, None, &cfg).unwrap();
+        let w = read_npy(&pw).unwrap();
+        assert_eq!(w.shape(), &[3]);
+        assert_eq!(w.to_vec::<f64>(), lib.weights, "{solver:?}");
+        json_close(&summary["initial_loss"], lib.losses[0]);
+        // the steps descend: the final OT cost is below the one at uniform weights
+        assert!(summary["loss"].as_f64().unwrap() < lib.losses[0]);
+    }
+}
+
+#[test]
+fn demo_writes_its_folder_and_is_the_fit_it_spells_out() {
+    let dir = tmpdir("demo");
+    let folder = dir.join("demo");
+    let summary = ok(&["demo", "--dir", s(&folder), "--max-iters", "30"]);
+    for f in ["data.npy", "model.json", "atoms.png", "reconstructions.png"] {
+        assert!(folder.join(f).exists(), "{f}");
+    }
+    let data = read_npy(folder.join("data.npy")).unwrap();
+    assert_eq!(data.shape(), &[5, 100]);
+    assert_eq!(
+        data.to_vec::<f64>(),
+        rows_of(&wassdl::datasets::fig2_gaussians())
+    );
+    // the command line it prints gives the same model
+    let line = summary["equivalent_command"].as_str().unwrap().to_string();
+    let again = dir.join("again.json");
+    let mut args: Vec<&str> = line.split(' ').skip(1).collect();
+    let out_at = args.iter().position(|a| *a == "--out").unwrap();
+    args[out_at + 1] = s(&again);
+    let png_at = args.iter().position(|a| *a == "--png").unwrap();
+    args.drain(png_at..png_at + 2);
+    ok(&args);
+    assert_same_model(&folder.join("model.json"), &again);
+    assert_eq!(summary["weights"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn dictionary_and_unmix_errors_are_one_line_naming_the_file() {
+    let dir = tmpdir("dict-errors");
+    let n = 20;
+    let x = gaussians(n);
+    let data = save(&dir, "x.npy", &[5, n], x.as_slice().to_vec());
+    let sd = s(&data);
+    let out = dir.join("m.json");
+    let so = s(&out);
+    let fit_with = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "fit",
+            "--data",
+            sd,
+            "--atoms",
+            "2",
+            "--reg",
+            "0.01",
+            "--sinkhorn-iters",
+            "5",
+            "--out",
+            so,
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        a.extend(extra.iter().map(|v| v.to_string()));
+        a
+    };
+    let check = |args: Vec<String>, code: i32, needles: &[&str]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&args, code, needles);
+    };
+    check(
+        fit_with(&["--checkpoint", s(&dir.join("ck.json"))]),
+        1,
+        &["--checkpoint needs --warm-restart"],
+    );
+    check(fit_with(&["--zeta", "-1"]), 1, &["--zeta", "> 0"]);
+    check(fit_with(&["--max-iters", "0"]), 1, &["--max-iters = 0"]);
+    check(fit_with(&["--loss", "huber"]), 2, &["huber"]);
+    check(
+        fit_with(&["--grid", "21"]),
+        1,
+        &[sd, "20 bins", "--grid 21"],
+    );
+    let mut v = x.as_slice().to_vec();
+    v[n..2 * n].iter_mut().for_each(|t| *t *= 0.5);
+    let half = save(&dir, "half.npy", &[5, n], v);
+    let mut a = fit_with(&[]);
+    a[2] = s(&half).into();
+    check(a, 1, &[s(&half), "row 1 sums to 0.5"]);
+    let c = save(&dir, "c.npy", &[n, n - 1], vec![0.0; n * (n - 1)]);
+    check(fit_with(&["--cost", s(&c)]), 1, &[s(&c), "(20, 20)"]);
+    // --resume takes the settings from the checkpoint: giving them again is an error
+    check(
+        vec![
+            "fit".into(),
+            "--resume".into(),
+            "ck.json".into(),
+            "--data".into(),
+            sd.into(),
+            "--atoms".into(),
+            "2".into(),
+            "--out".into(),
+            so.into(),
+        ],
+        2,
+        &["--atoms", "--resume"],
+    );
+    // a model is not a checkpoint; a checkpoint refuses other data
+    let ck = dir.join("ck.json");
+    ok(&fit_with(&[
+        "--warm-restart",
+        "3",
+        "--max-iters",
+        "3",
+        "--checkpoint",
+        s(&ck),
+    ])
+    .iter()
+    .map(String::as_str)
+    .collect::<Vec<_>>());
+    fails(
+        &[
+            "fit",
+            "--resume",
+            so,
+            "--data",
+            sd,
+            "--max-iters",
+            "9",
+            "--out",
+            so,
+        ],
+        1,
+        &[so, "without checkpoint state"],
+    );
+    let other = save(
+        &dir,
+        "other.npy",
+        &[5, n],
+        gaussians(n).as_slice().iter().rev().copied().collect(),
+    );
+    fails(
+        &[
+            "fit",
+            "--resume",
+            s(&ck),
+            "--data",
+            s(&other),
+            "--max-iters",
+            "9",
+            "--out",
+            so,
+        ],
+        1,
+        &[
+            s(&other),
+            "not the data the checkpoint --resume",
+            "was fitted on",
+        ],
+    );
+    // transform / reconstruct: model files and shapes
+    let missing = dir.join("missing.json");
+    fails(
+        &[
+            "transform",
+            "--model",
+            s(&missing),
+            "--data",
+            sd,
+            "--out",
+            so,
+        ],
+        1,
+        &["--model", s(&missing), "no such file"],
+    );
+    fails(
+        &["transform", "--model", sd, "--data", sd, "--out", so],
+        1,
+        &["--model", sd, "not a text (JSON) file"],
+    );
+    let not_model = dir.join("x.json");
+    std::fs::write(&not_model, "{\"a\": 1}").unwrap();
+    fails(
+        &["reconstruct", "--model", s(&not_model), "--out", so],
+        1,
+        &[s(&not_model), "not a wassdl model file"],
+    );
+    let short = save(
+        &dir,
+        "short.npy",
+        &[2, n - 1],
+        hists(&mut StdRng::seed_from_u64(1), 2, n - 1),
+    );
+    fails(
+        &[
+            "transform",
+            "--model",
+            so,
+            "--data",
+            s(&short),
+            "--out",
+            s(&dir.join("w.npy")),
+        ],
+        1,
+        &[s(&short), "(2, 19)", "20 bins per histogram"],
+    );
+    let w3 = save(&dir, "w3.npy", &[3], vec![0.2, 0.3, 0.5]);
+    fails(
+        &[
+            "reconstruct",
+            "--model",
+            so,
+            "--weights",
+            s(&w3),
+            "--out",
+            s(&dir.join("p.npy")),
+        ],
+        1,
+        &[s(&w3), "3 weights", "2 atoms"],
+    );
+    // unmix
+    let h = save(&dir, "h.npy", &[2, 4], vec![0.25; 8]);
+    let y = save(&dir, "y.npy", &[3], vec![0.2, 0.3, 0.5]);
+    let cbad = save(&dir, "cbad.npy", &[4, 4], vec![0.0; 16]);
+    let pw = dir.join("w.npy");
+    fails(
+        &[
+            "unmix",
+            "--sources",
+            s(&h),
+            "--target",
+            s(&y),
+            "--cost",
+            s(&cbad),
+            "--out",
+            s(&pw),
+        ],
+        1,
+        &[s(&cbad), "(4, 3)"],
+    );
+    let mut cv = vec![0.0; 12];
+    cv[7] = f64::INFINITY;
+    let cinf = save(&dir, "cinf.npy", &[4, 3], cv);
+    fails(
+        &[
+            "unmix",
+            "--sources",
+            s(&h),
+            "--target",
+            s(&y),
+            "--cost",
+            s(&cinf),
+            "--out",
+            s(&pw),
+        ],
+        1,
+        &[s(&cinf), "entry [2, 1] is not finite (inf)"],
+    );
+    let c43 = save(&dir, "c43.npy", &[4, 3], vec![1.0; 12]);
+    fails(
+        &[
+            "unmix",
+            "--sources",
+            s(&h),
+            "--target",
+            s(&y),
+            "--cost",
+            s(&c43),
+            "--reg",
+            "0",
+            "--out",
+            s(&pw),
+        ],
+        1,
+        &["--reg = 0", "> 0"],
+    );
+    let hbad = save(
+        &dir,
+        "hbad.npy",
+        &[2, 4],
+        vec![0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.5],
+    );
+    fails(
+        &[
+            "unmix",
+            "--sources",
+            s(&hbad),
+            "--target",
+            s(&y),
+            "--cost",
+            s(&c43),
+            "--out",
+            s(&pw),
+        ],
+        1,
+        &[s(&hbad), "row 1 sums to 2"],
+    );
+    assert!(!pw.exists());
 }

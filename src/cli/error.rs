@@ -16,6 +16,10 @@ pub fn option_of(arg: &str) -> String {
         "tau" => "--tau".into(),
         "rho" => "--rho".into(),
         "grid" => "--grid".into(),
+        "n_atoms" => "--atoms".into(),
+        "zeta" => "--zeta".into(),
+        "warm_restart" => "--warm-restart".into(),
+        "lr" => "--lr".into(),
         other => format!("`{other}`"),
     }
 }

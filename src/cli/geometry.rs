@@ -30,7 +30,7 @@ impl fmt::Display for GridShape {
     }
 }
 
-fn grid_text(shape: &[usize]) -> String {
+pub fn grid_text(shape: &[usize]) -> String {
     shape
         .iter()
         .map(|n| n.to_string())
@@ -38,7 +38,7 @@ fn grid_text(shape: &[usize]) -> String {
         .join("x")
 }
 
-fn parse_grid(s: &str) -> Result<GridShape, String> {
+pub fn parse_grid(s: &str) -> Result<GridShape, String> {
     let bad = || {
         format!("expected N, NxN or NxNxN with positive integers (e.g. 100 or 32x32), got '{s}'")
     };

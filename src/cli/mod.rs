@@ -5,11 +5,13 @@
 //! adding one is a new file plus one line in the `subcommands!` list below. Shared
 //! pieces: [`input`] (loading `.npy` files and naming them in errors), [`geometry`]
 //! (`--grid`/`--cost`, `--reg`, stopping rule, precision), [`progress`] (the progress bar
-//! and the warm-started block runner), [`error`] (one-line messages).
+//! and the warm-started block runner), [`error`] (one-line messages), [`model`] (model
+//! files and pictures for the dictionary subcommands).
 
 mod error;
 mod geometry;
 mod input;
+mod model;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,11 @@ subcommands! {
     Sinkhorn => sinkhorn,
     Barycenter => barycenter,
     Emd => emd,
+    Fit => fit,
+    Transform => transform,
+    Reconstruct => reconstruct,
+    Unmix => unmix,
+    Demo => demo,
 }
 
 /// Wasserstein dictionary learning and entropic optimal transport on NumPy files.

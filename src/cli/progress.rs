@@ -59,6 +59,19 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(200));
         Progress { bar: Some(bar) }
     }
+
+    /// Whether a bar is drawn (work may then be cut into blocks to feed it).
+    pub fn visible(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Moves the bar to `pos` with the message `msg()` (not built when there is no bar).
+    pub fn update(&self, pos: u64, msg: impl FnOnce() -> String) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(pos);
+            bar.set_message(msg());
+        }
+    }
 }
 
 impl Drop for Progress {
