@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::ops::Ops;
 use crate::real::Real;
-use crate::sinkhorn::{sinkhorn, SinkhornConfig};
+use crate::sinkhorn::{sinkhorn_masses, SinkhornConfig};
 use crate::tape::{Tape, Var};
 
 /// A fitting loss `L(p, x)` between a reconstruction `p` and a datapoint `x` (Table 1).
@@ -98,7 +98,9 @@ impl Loss {
                     stop: Stop::Iterations(*iterations),
                     plan: false,
                 };
-                let ot = sinkhorn(kernel, p, x, &cfg, None)?;
+                // `p` is a barycenter after finitely many iterations: its mass is 1 only
+                // up to its convergence error, which a fixed-L Sinkhorn does not need.
+                let ot = sinkhorn_masses(kernel, p, x, &cfg, None, false)?;
                 (ot.cost.iter().copied().sum(), ot.f)
             }
         })

@@ -393,9 +393,9 @@ fn observer_gets_metrics_and_stops_early() {
 }
 
 /// Every other variant goes through the same machinery: f32, log domain, unbalanced,
-/// chunked and checkpointed gradients, both other line searches. (The Wasserstein loss
-/// is left out: `Loss::Wasserstein` rejects barycenters whose mass is off by more than
-/// the simplex tolerance, which a finite L does not guarantee.)
+/// chunked and checkpointed gradients, both other line searches, and the Wasserstein loss
+/// on barycenters after only L = 10 iterations (whose mass is not 1 to the simplex
+/// tolerance: `Loss::Wasserstein` must not require it).
 #[test]
 fn variants_fit() {
     let (k, data) = small_problem();
@@ -426,6 +426,10 @@ fn variants_fit() {
         (
             "backtracking",
             base.clone().line_search(LineSearchKind::Backtracking),
+        ),
+        (
+            "Wasserstein loss on L = 10 barycenters",
+            base.clone().loss(Loss::Wasserstein { iterations: 20 }),
         ),
         (
             "Hager-Zhang",

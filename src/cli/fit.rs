@@ -577,7 +577,7 @@ fn run_job_checked<T: Scalar>(
     drop(progress);
     let fitted: Fit<T> = match fitted {
         Ok(f) => f,
-        Err(e) => return Err(ck_error.unwrap_or_else(|| fit_error(e, &cfg))),
+        Err(e) => return Err(ck_error.unwrap_or_else(|| from_lib(e, cfg.barycenter.log_domain))),
     };
     let solve_s = secs(t);
     if let Termination::LineSearch(msg) = &fitted.termination {
@@ -638,24 +638,6 @@ fn run_job_checked<T: Scalar>(
             "total_s": secs(t_start),
         },
     }))
-}
-
-/// The message for a failed fit. The Wasserstein loss runs Sinkhorn from each
-/// barycenter, which must be a histogram; after few iterations it can miss unit mass
-/// (a library limit, `docs/dictionary.md`), and the library then names its own argument.
-fn fit_error(e: wassdl::Error, cfg: &WdlConfig) -> CliError {
-    match (e, cfg.loss) {
-        (wassdl::Error::NotNormalized { arg: "a", col, sum, .. }, Loss::Wasserstein { .. }) => {
-            CliError(format!(
-                "--loss wasserstein needs barycenters of unit mass, but barycenter {col} sums to {sum:.8} after --sinkhorn-iters {}: raise --sinkhorn-iters or use another --loss",
-                match cfg.barycenter.stop {
-                    Stop::Iterations(l) => l,
-                    Stop::Tolerance { max_iter, .. } => max_iter,
-                }
-            ))
-        }
-        (e, _) => from_lib(e, cfg.barycenter.log_domain),
-    }
 }
 
 /// Why a fit stopped, in words.
