@@ -27,7 +27,7 @@ use std::time::Instant;
 use wassdl::baselines::{nmf, pca, NmfConfig, NmfInit, NmfLoss};
 use wassdl::datasets::shapes_2d;
 use wassdl::dictionary::{fit, AtomInit, WdlConfig, WeightInit};
-use wassdl::figures::{save_image_grid, save_line_plot};
+use wassdl::figures::save_image_grid;
 use wassdl::metrics::Metrics;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Result};
 
@@ -142,18 +142,7 @@ pub fn run(settings: &Settings) -> Result<ImagesMetrics> {
         shown,
         &t,
     )?;
-    let loss: Vec<(f64, f64)> = learned
-        .history
-        .iter()
-        .map(|h| (h.iteration as f64, h.loss))
-        .collect();
-    save_line_plot(
-        settings.path("wdl_loss.png"),
-        "WDL objective",
-        "L-BFGS iteration",
-        "quadratic loss",
-        &[("WDL", &loss)],
-    )?;
+    common::save_loss_curve(settings, &learned, "quadratic loss")?;
     Ok(ImagesMetrics {
         wdl,
         pca: pca_m,

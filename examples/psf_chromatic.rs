@@ -215,18 +215,7 @@ pub fn run(settings: &Settings) -> Result<PsfMetrics> {
             ("NMF", &per(&nm.reconstruction)?),
         ],
     )?;
-    let loss: Vec<(f64, f64)> = learned
-        .history
-        .iter()
-        .map(|h| (h.iteration as f64, h.loss))
-        .collect();
-    save_line_plot(
-        settings.path("wdl_loss.png"),
-        "WDL objective",
-        "L-BFGS iteration",
-        "quadratic loss",
-        &[("WDL", &loss)],
-    )?;
+    common::save_loss_curve(settings, &learned, "quadratic loss")?;
     println!("NMSE: WDL {wdl_nmse:.3e}, NMF {nmf_nmse:.3e}, PCA {pca_nmse:.3e} (paper: WDL 1.71e-3, NMF 2.62e-3)");
     Ok(PsfMetrics {
         wdl_nmse,

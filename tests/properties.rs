@@ -841,11 +841,10 @@ fn unbalanced_with_zero_atoms_is_finite() {
 
 /// Log-domain Sinkhorn at a γ where the Gibbs kernel underflows between the supports of
 /// a and b (γ = 1e-4 on [0, 1], masses 0.8 apart: exp(-0.64/1e-4) = 0). The iterations
-/// converge and the plan is right, but `transport_cost` goes through the scaling-domain
-/// `apply_cost` of the underflowed kernel: the shifted sum `Σ e^{lu-su} (K⊙C) e^{lv-sv}`
-/// is exactly 0 although the plan carries all the mass. Depending on the version this
-/// gave NaN (0·e^{su+sv} = 0·∞), 0, or `Err(Numerical)` ("use a larger γ or f64", while
-/// this is already f64 in the log domain, which is documented as stable at any γ).
+/// converge and the plan is right; `transport_cost` once went through the scaling-domain
+/// `apply_cost` of the underflowed kernel, whose shifted sum `Σ e^{lu-su} (K⊙C) e^{lv-sv}`
+/// was exactly 0 although the plan carries all the mass, giving NaN (0·e^{su+sv} = 0·∞),
+/// 0, or `Err(Numerical)`. It now goes through `Kernel::apply_cost_log`.
 #[test]
 fn log_sinkhorn_transport_cost_at_small_gamma() {
     let n = 60;

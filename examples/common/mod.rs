@@ -10,7 +10,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wassdl::dictionary::{Control, IterationInfo, Observer};
+use wassdl::dictionary::{Control, Fit, IterationInfo, Observer};
+use wassdl::figures::save_line_plot;
+use wassdl::Real;
 
 /// Options every example accepts.
 #[derive(Parser, Debug, Clone)]
@@ -155,4 +157,24 @@ pub fn main_with<M>(
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `wdl_loss.png` in the example's folder: the objective of a fit per L-BFGS iteration.
+pub fn save_loss_curve<T: Real>(
+    settings: &Settings,
+    fit: &Fit<T>,
+    loss_name: &str,
+) -> wassdl::Result<()> {
+    let loss: Vec<(f64, f64)> = fit
+        .history
+        .iter()
+        .map(|h| (h.iteration as f64, h.loss))
+        .collect();
+    save_line_plot(
+        settings.path("wdl_loss.png"),
+        "WDL objective",
+        "L-BFGS iteration",
+        loss_name,
+        &[("WDL", &loss)],
+    )
 }
