@@ -198,10 +198,35 @@ pub fn check_gradient(
     check_gradient_with_floor(f, x, analytic, step, coords, DEFAULT_REL_FLOOR)
 }
 
+/// The denominator floor for [`check_gradient_with_floor`] that matches the
+/// finite-difference noise: when each evaluation of `f` is off by at most `eval_err`
+/// (absolute), a central difference with step `h` carries up to `eval_err / h` of noise, so
+/// a component is judged relatively (at `rel_tol`) only where that noise is below
+/// `rel_tol` of it, and by its absolute error (at most `eval_err / h`) below. Returns
+/// `eval_err / (h · rel_tol)`.
+///
+/// `eval_err` is a property of `f`: a few `ε |f(x)|` for a straight computation, times the
+/// error growth of a loop; the stopping tolerance for an iterative solver run to
+/// convergence. Measure it rather than guess (the crate's own tests use `10 ε |f(x)|` for
+/// fixed-L Sinkhorn losses after measuring at most `2 ε |f(x)|`).
+///
+/// ```
+/// use wassdl::gradcheck::{check_gradient_with_floor, noise_floor, FdStep};
+/// let f = |x: &[f64]| x[0] * x[0] + 1e-6 * x[1];
+/// let x = [1.5, 0.3];
+/// let h = 1e-6;
+/// let floor = noise_floor(10.0 * f64::EPSILON * f(&x).abs(), h, 1e-6);
+/// let rep = check_gradient_with_floor(f, &x, &[3.0, 1e-6], FdStep::Absolute(h), None, floor);
+/// assert!(rep.max_rel_err < 1e-6, "{rep}");
+/// ```
+pub fn noise_floor(eval_err: f64, h: f64, rel_tol: f64) -> f64 {
+    eval_err / (h * rel_tol)
+}
+
 /// [`check_gradient`] with an explicit denominator floor: the relative error of
-/// coordinate `i` is `|aᵢ − nᵢ| / max(|aᵢ|, |nᵢ|, floor)`. Pick `floor` around the
-/// finite-difference noise level `ε |f| / h` (see [`DEFAULT_REL_FLOOR`]); `floor = 0`
-/// gives the pure relative error (`0/0` counts as 0).
+/// coordinate `i` is `|aᵢ − nᵢ| / max(|aᵢ|, |nᵢ|, floor)`. [`noise_floor`] gives the floor
+/// that matches the finite-difference noise of `f`; `floor = 0` gives the pure relative
+/// error (`0/0` counts as 0).
 ///
 /// Panics if `analytic.len() != x.len()`, a coordinate is out of range or `floor` is
 /// negative or not finite (programming errors in a test).

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use wassdl::barycenter::Stop;
-use wassdl::gradcheck::{check_gradient_with_floor, FdStep};
+use wassdl::gradcheck::{check_gradient_with_floor, noise_floor, FdStep};
 use wassdl::pointcloud::*;
 use wassdl::tape::Tape;
 use wassdl::{Batch, Ops};
@@ -464,8 +464,9 @@ proptest! {
         let d = sinkhorn_divergence(&x, &y, &cfg).unwrap();
         // Values converged to ~1e-15: central differences with h = 1e-5 carry round-off
         // ~1e-15/1e-5 = 1e-10 and truncation ~h² = 1e-10, against gradients of size ~0.1;
-        // the floor keeps components below that noise from counting as relative errors.
-        let floor = 1e-7;
+        // the noise floor judges components below 1e5 times that noise on their absolute
+        // error (the fixed 1e-7 used before allowed only 1e-12 there, below the noise).
+        let floor = noise_floor(1e-15, 1e-5, 1e-5);
         let rep = check_gradient_with_floor(
             s_of_x(&x, &y, &cfg), x.points().as_slice(), d.grad_x.as_slice(),
             FdStep::Absolute(1e-5), None, floor);
@@ -485,7 +486,8 @@ proptest! {
             let h = 1e-6;
             let fd = (f(h) - f(-h)) / (2.0 * h);
             let an = d.grad_a[i] - d.grad_a[0];
-            prop_assert!((an - fd).abs() <= 1e-5 * an.abs().max(floor * 10.0),
+            // h = 1e-6: noise 1e-15 / h, hence this coordinate's own noise floor
+            prop_assert!((an - fd).abs() <= 1e-5 * an.abs().max(noise_floor(1e-15, h, 1e-5)),
                 "a[{}]: analytic {} vs fd {}", i, an, fd);
         }
     }
@@ -526,9 +528,15 @@ proptest! {
             let cm = cost_matrix(&xc, &yb, cost).unwrap();
             cm.as_slice().iter().zip(wb.as_slice()).map(|(a, b)| a * b).sum::<f64>()
         };
+        // Smooth O(1) function, h = 1e-6: truncation ~h² = 1e-12; each evaluation is a sum
+        // of 12 nonnegative rounded terms, off by ≤ ~10 ε f, so the FD noise is up to
+        // 10 ε f / h ≈ 1e-9 absolute and components below 1e3 times that are judged on it.
+        // (A fixed floor of 1e-8 failed on a component of 2.6e-5 off by 7e-11, pure
+        // round-off: the regression seed.)
+        let h = 1e-6;
+        let floor = noise_floor(10.0 * f64::EPSILON * f(xb.as_slice()).abs(), h, 1e-6);
         let rep = check_gradient_with_floor(f, xb.as_slice(), gx.as_slice(),
-            FdStep::Absolute(1e-6), None, 1e-8);
-        // smooth O(1) function, h = 1e-6: truncation 1e-12, round-off 1e-10
+            FdStep::Absolute(h), None, floor);
         prop_assert!(rep.max_rel_err < 1e-6, "{}", rep);
     }
 
@@ -553,12 +561,15 @@ proptest! {
             let xc = x.with_points(Batch::from_vec(x.dim(), x.len(), v.to_vec())).unwrap();
             exact_ot(&xc, &y, cost, 100_000).unwrap().cost
         };
+        // h = 1e-7 stays inside the basis's region. The cost is a rounded sum, off by a few
+        // ε f: FD noise up to ~10 ε f / h ≈ 2e-8 f absolute, so a relative 1e-5 is only
+        // meaningful for components above 1e5 times that (the noise floor). Fixed floors
+        // failed twice on pure round-off (regression seeds): 1e-7 on a component of
+        // 5.7e-6 off by 1.3e-10, then 1e-4 on one of 2.3e-5 off by 1.3e-9.
+        let h = 1e-7;
+        let floor = noise_floor(10.0 * f64::EPSILON * f(x.points().as_slice()).abs(), h, 1e-5);
         let rep = check_gradient_with_floor(f, x.points().as_slice(), g.wrt(xv).as_slice(),
-            FdStep::Absolute(1e-7), None, 1e-4);
-        // h = 1e-7 stays inside the basis's region; round-off 1e-16/1e-7 = 1e-9 absolute,
-        // so a relative 1e-5 is only meaningful for components ≥ 1e-4: the floor. (With a
-        // floor of 1e-7 the regression seed failed on a component of 5.7e-6 whose error,
-        // 1.3e-10, is round-off.)
+            FdStep::Absolute(h), None, floor);
         prop_assert!(rep.max_rel_err < 1e-5, "{}", rep);
         let ga = g.wrt(a);
         for i in 1..x.len() {

@@ -491,9 +491,15 @@ proptest! {
     }
 
     /// The unbalanced barycenter tends to the balanced one as ρ grows: with
-    /// `1 - κ = γ/(ρ + γ)`, p_ρ = p_bal + (1 - κ) q + O((1 - κ)²), so the distance decreases
-    /// along ρ ∈ {1, 10, 100, 1000}·γ and drops by the first-order factor 101/1001 ≈ 0.1
-    /// from 100γ to 1000γ (we allow 0.2 for the second-order term).
+    /// `1 - κ = γ/(ρ + γ)`, p_ρ = p_bal + (1 - κ) q + O((1 - κ)²), so in the asymptotic
+    /// range the L¹ distance falls like 1/ρ: by the factor 101/1001 ≈ 0.1 from 100γ to
+    /// 1000γ. Measured over 1200 draws of this generator: median 0.099, max 0.14. The
+    /// remainder grows like q²/p, so bins near zero delay the asymptotic range: CI drew a
+    /// 2×2 grid with barycenter bins of 0.003 where the ratio is 0.21 (d·ρ/γ = 0.49 at
+    /// 100γ, 1.03 at 1000γ, 1.09 at 10⁴γ), and one where the distance grows from γ to 10γ
+    /// (0.493 → 0.555; the expansion says nothing at 1 − κ = 1/2). Both are regression
+    /// seeds. So the test asserts what holds for every draw: the distance falls from 100γ
+    /// to 1000γ and at least halves (a rate slower than ρ^-0.3 would fail).
     #[test]
     fn unbalanced_tends_to_balanced(
         sup in support_strategy(50, 8, 40),
@@ -521,10 +527,8 @@ proptest! {
         // 1/(1-κ) ≤ 1001) is far below the distances compared.
         let noise = 1001.0 * tol * sup.n() as f64;
         prop_assume!(dists[0] > 1e3 * noise, "atoms too similar: {:?}", dists);
-        for i in 1..4 {
-            prop_assert!(dists[i] < dists[i - 1] + noise, "not decreasing: {:?}", dists);
-        }
-        prop_assert!(dists[3] <= 0.2 * dists[2] + noise, "not first-order in 1/ρ: {:?}", dists);
+        prop_assert!(dists[3] < dists[2] + noise, "not decreasing: {:?}", dists);
+        prop_assert!(dists[3] <= 0.5 * dists[2] + noise, "slower than 1/ρ: {:?}", dists);
     }
 
     /// A batch of M weight vectors gives the M separate barycenters. Not bit for bit: the
@@ -870,4 +874,36 @@ fn log_sinkhorn_transport_cost_at_small_gamma() {
         ot.transport_cost[0],
         tc
     );
+}
+
+/// Regression case of `unbalanced_tends_to_balanced` drawn by CI (2×2 grid, γ = 0.05 of
+/// the diameter, barycenter bins of 0.003 and 0.005): the first-order factor 101/1001 from
+/// 100γ to 1000γ is not reached yet (0.21), because the O((1 − κ)²) remainder is large
+/// next to near-zero bins; further out, d·ρ/γ settles (1.03 at 1000γ, 1.09 at 10⁴γ), so the
+/// unbalanced barycenter still tends to the balanced one at the rate 1/ρ.
+#[test]
+fn unbalanced_reaches_its_asymptotic_rate_late_near_empty_bins() {
+    let sup = Support::Grid(vec![2, 2]);
+    let mut rng = StdRng::seed_from_u64(15703858211692082385);
+    let st = setup(&sup, 0.05, &mut rng);
+    let atoms = histograms(&mut rng, sup.n(), 2, true);
+    let w = weights(&mut rng, 2, 1);
+    let k = st.kernel.as_ref();
+    let tol = 1e-13;
+    let run = |cfg: BarycenterConfig| barycenters(k, &atoms, &w, &cfg, None).unwrap();
+    let bal = run(BarycenterConfig::tolerance(tol, 1_000_000));
+    // d·ρ/γ at ρ ∈ {100, 1000, 10⁴}γ (with 1 − κ = γ/(ρ + γ), exactly (ρ+γ)/γ · d)
+    let scaled: Vec<f64> = [100.0, 1000.0, 1e4]
+        .iter()
+        .map(|&r| {
+            let out = run(BarycenterConfig::tolerance(tol, 1_000_000).rho(r * st.gamma));
+            assert!(out.error.unwrap() < tol);
+            (r + 1.0) * l1(out.p.col(0), bal.p.col(0))
+        })
+        .collect();
+    eprintln!("d·(ρ+γ)/γ at 100γ, 1000γ, 10⁴γ: {scaled:?}");
+    // not yet asymptotic at 100γ: the tenfold step changes d·(ρ+γ)/γ by a factor ~2
+    assert!(scaled[1] > 1.5 * scaled[0], "{scaled:?}");
+    // asymptotic from 1000γ on: within 10% (the next-order term is 10× smaller again)
+    assert!((scaled[2] / scaled[1] - 1.0).abs() < 0.1, "{scaled:?}");
 }
