@@ -108,7 +108,7 @@ use argmin::core::{
 };
 use argmin::solver::linesearch::condition::ArmijoCondition;
 use argmin::solver::linesearch::{
-    BacktrackingLineSearch, HagerZhangLineSearch, MoreThuenteLineSearch,
+    BacktrackingLineSearch, HagerZhangLineSearch, LineSearch, MoreThuenteLineSearch,
 };
 use argmin::solver::quasinewton::LBFGS;
 use rand::{Rng, SeedableRng};
@@ -204,8 +204,9 @@ pub enum LineSearchKind {
     MoreThuente,
     /// Hager-Zhang (approximate Wolfe conditions). argmin 0.11's implementation probes a
     /// step of 10⁵ first and its secant steps turn NaN where the softmax saturates: on
-    /// this objective it usually stops (gracefully, [`Termination::LineSearch`]) within a
-    /// few iterations. Prefer More-Thuente.
+    /// this objective it fails every few iterations and goes on only through the fit's
+    /// retries ([`LINE_SEARCH_RETRIES`]), at ~10× the evaluations of More-Thuente.
+    /// Prefer More-Thuente.
     HagerZhang,
     /// Backtracking with the Armijo condition (c = 1e-4, contraction 0.9): one forward
     /// pass per trial step, the gradient only at the accepted one.
@@ -545,8 +546,9 @@ pub enum Termination {
     Converged,
     /// The observer returned [`Control::Stop`].
     Observer,
-    /// The line search failed (typically: no further decrease is representable); the
-    /// last accepted point is returned.
+    /// The line search failed [`LINE_SEARCH_RETRIES`]` + 1` times in a row without an
+    /// accepted step (typically: no further decrease is representable); the last accepted
+    /// point is returned, and the message is the last failure's.
     LineSearch(String),
 }
 
@@ -814,7 +816,18 @@ struct Start<'c, T: Real> {
     on_restart: &'c mut dyn FnMut(&FitState<T>) -> Result<()>,
 }
 
-/// Runs L-BFGS from `x0` (Algorithm 2), restarting every `warm_restart` iterations.
+/// How many times in a row a failed line search is retried before the fit ends with
+/// [`Termination::LineSearch`]. Each retry restarts L-BFGS from the last accepted point
+/// (same objective, same warm-start scalings) with a line search whose first trial step is
+/// 10× shorter than the previous attempt's: a failure is most often a trial step so long
+/// that the barycenters over- or underflow in the scaling domain (small γ), which a
+/// shorter first step avoids; the line search still extrapolates from there when longer
+/// steps are fine. The count restarts after any accepted step.
+pub const LINE_SEARCH_RETRIES: u32 = 3;
+
+/// Runs L-BFGS from `x0` (Algorithm 2), restarting every `warm_restart` iterations and
+/// after a failed line search ([`LINE_SEARCH_RETRIES`]). `new_solver(step)` builds the
+/// solver whose line search tries `step` first.
 fn drive<'s, 'a: 's, T: Real, S, F>(
     new_solver: F,
     shared: &'s Shared<'a, T>,
@@ -823,7 +836,7 @@ fn drive<'s, 'a: 's, T: Real, S, F>(
 ) -> Result<Driven>
 where
     S: Solver<Handle<'s, 'a, T>, St>,
-    F: Fn() -> std::result::Result<S, argmin::core::Error>,
+    F: Fn(f64) -> std::result::Result<S, argmin::core::Error>,
 {
     let start = Instant::now();
     let cfg = shared.cfg;
@@ -857,9 +870,15 @@ where
             metrics,
         })
     };
+    // failed line searches since the last accepted step
+    let mut failures = 0u32;
     let termination = 'runs: loop {
-        let run_len = restart_every.map_or(budget - done, |k| (k as u64).min(budget - done));
-        let mut solver = new_solver().map_err(from_argmin)?;
+        // Runs end on multiples of `warm_restart` (the restart boundaries), whatever retries
+        // happened in between: a fit resumed at a boundary then meets the same boundaries.
+        let to_boundary = restart_every.map_or(u64::MAX, |k| k as u64 - done % k as u64);
+        let run_len = to_boundary.min(budget - done);
+        let first_step = 10f64.powi(-(failures as i32));
+        let mut solver = new_solver(first_step).map_err(from_argmin)?;
         let mut problem = Problem::new(Handle(shared));
         let state = St::new().param(x.clone()).max_iters(run_len);
         let (mut state, _) = solver.init(&mut problem, state).map_err(from_argmin)?;
@@ -921,23 +940,30 @@ where
             }
         };
         runs += 1;
-        let can_restart = restart_every.is_some() && done < budget && run_iters > 0;
+        let failed = matches!(reason, TerminationReason::SolverExit(_));
+        let reached_max = matches!(reason, TerminationReason::MaxItersReached);
         let end = match reason {
-            TerminationReason::MaxItersReached if can_restart => None,
-            TerminationReason::SolverExit(_) if can_restart => None,
+            TerminationReason::MaxItersReached if done < budget => None,
             TerminationReason::MaxItersReached => Some(Termination::MaxIters),
             TerminationReason::SolverConverged | TerminationReason::TargetCostReached => {
                 Some(Termination::Converged)
             }
-            TerminationReason::SolverExit(msg) => Some(Termination::LineSearch(msg)),
+            TerminationReason::SolverExit(msg) => {
+                failures = if run_iters > 0 { 1 } else { failures + 1 };
+                (failures > LINE_SEARCH_RETRIES).then_some(Termination::LineSearch(msg))
+            }
             other => Some(Termination::LineSearch(format!("{other:?}"))),
         };
-        // A budget spent by a complete run is a restart boundary too: a longer fit would
-        // restart here, so its state extends the fit exactly. A budget that cuts a run
-        // short is not (the longer fit's L-BFGS would carry on with its memory).
-        let full_run = restart_every.is_some_and(|k| run_iters == k as u64);
-        let boundary = end.is_none() || (end == Some(Termination::MaxIters) && full_run);
-        if restart_every.is_some() && boundary {
+        if !failed {
+            failures = 0;
+        }
+        // A restart boundary: a run that reached a multiple of `warm_restart` (including
+        // one that spends the budget there: a longer fit would restart at this point, so
+        // its state extends the fit exactly). A budget that cuts a run short is not one
+        // (the longer fit's L-BFGS would carry on with its memory), nor is a retry after a
+        // failed line search (same objective, no state beyond `x`).
+        let boundary = reached_max && restart_every.is_some_and(|k| done % k as u64 == 0);
+        if boundary {
             // section 4.2: the next run starts from the scalings reached at this point
             let (warm, loss) = shared.with_eval(&x, false, |e| (e.scalings.clone(), e.loss))?;
             let (d, w) = shared.unpack(&x);
@@ -979,8 +1005,10 @@ fn run_lbfgs<T: Real>(
     let (m, tg, tc) = (s.memory, s.tol_grad, s.tol_cost);
     match s.line_search {
         LineSearchKind::MoreThuente => drive(
-            || {
-                LBFGS::new(MoreThuenteLineSearch::new(), m)
+            |step| {
+                let mut ls = MoreThuenteLineSearch::new();
+                ls.initial_step_length(step)?;
+                LBFGS::new(ls, m)
                     .with_tolerance_grad(tg)?
                     .with_tolerance_cost(tc)
             },
@@ -989,8 +1017,10 @@ fn run_lbfgs<T: Real>(
             observer,
         ),
         LineSearchKind::HagerZhang => drive(
-            || {
-                LBFGS::new(HagerZhangLineSearch::new(), m)
+            |step| {
+                let mut ls = HagerZhangLineSearch::new();
+                ls.initial_step_length(step)?;
+                LBFGS::new(ls, m)
                     .with_tolerance_grad(tg)?
                     .with_tolerance_cost(tc)
             },
@@ -999,8 +1029,10 @@ fn run_lbfgs<T: Real>(
             observer,
         ),
         LineSearchKind::Backtracking => drive(
-            || {
-                LBFGS::new(BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?), m)
+            |step| {
+                let mut ls = BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?);
+                ls.initial_step_length(step)?;
+                LBFGS::new(ls, m)
                     .with_tolerance_grad(tg)?
                     .with_tolerance_cost(tc)
             },
@@ -1181,8 +1213,8 @@ pub struct FitState<T: Real> {
 }
 
 /// [`fit`] that can be stopped and continued: `on_restart` is called with the state at
-/// every L-BFGS restart boundary (after each run of `cfg.warm_restart` iterations, after
-/// a run ended by a line-search failure, and when a complete run spends the budget), and
+/// every L-BFGS restart boundary (every `cfg.warm_restart` iterations, including when the
+/// budget is spent on one; a retry after a failed line search is not a boundary), and
 /// `start` continues a fit from such a state instead of initializing one.
 ///
 /// A fit continued from the state it had after `k` iterations ends bit-identical (atoms,
