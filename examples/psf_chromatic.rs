@@ -14,13 +14,14 @@
 //! in the paper; we run 200. The score is the paper's: the normalized MSE
 //! `‖x - x̂‖² / ‖x‖²` averaged over the dataset (paper: WDL 1.71e-3, NMF 2.62e-3).
 //!
-//! Outcome here (full run, 2026-11-22): not reproduced. WDL 1.46e-3, NMF 1.29e-3, PCA
+//! Outcome here (full run, 2026-11-22): not reproduced. WDL 1.32e-3, NMF 1.29e-3, PCA
 //! 1.37e-4: our WDL error is of the paper's size, but NMF (NNDSVDa, 20 000 multiplicative
 //! updates) does better on these PSFs than the paper's NMF did on Euclid's, and PCA beats
-//! both (a pure dilation is nearly linear at this resolution). The fit stopped after 129 of
-//! 200 iterations when a More-Thuente trial step overflowed the scaling-domain barycenter
-//! at γ = 0.5 px²; an earlier build, whose rounding took another L-BFGS path, reached
-//! 1.23e-3. The learned red-end weight rises with the wavelength for 93% of the steps.
+//! both (a pure dilation is nearly linear at this resolution). The fit runs its 200
+//! iterations (544 s, 256 evaluations): a More-Thuente trial step that overflows the
+//! scaling-domain barycenter at γ = 0.5 px² is retried with a shorter step (before the
+//! retries existed, the fit stopped there after 129 iterations at WDL 1.46e-3). The
+//! learned red-end weight rises with the wavelength for 93% of the steps.
 //!
 //! Run: `cargo run --release --example psf_chromatic [-- --quick]`.
 
