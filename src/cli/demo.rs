@@ -4,7 +4,7 @@ use super::error::CliError;
 use super::fit;
 use super::geometry::secs;
 use super::input::write_out;
-use super::model::{at_least_one, load_model, AnyModel};
+use super::model::{at_least_one, load_model, AnyParts};
 use super::Global;
 use clap::Parser;
 use serde_json::json;
@@ -109,18 +109,11 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
 
     // The weights of the five datapoints, read back from the model just written.
     let (model, _) = load_model("--dir", &model_path)?;
-    let weights: Vec<Vec<f64>> = match model {
-        AnyModel::F64(md) => {
-            let w = md.weights();
-            (0..w.cols()).map(|j| w.col(j).to_vec()).collect()
-        }
-        AnyModel::F32(md) => {
-            let w = md.weights();
-            (0..w.cols())
-                .map(|j| w.col(j).iter().map(|&v| f64::from(v)).collect())
-                .collect()
-        }
+    let AnyParts::F64(parts) = model.into_parts(true) else {
+        unreachable!("into_parts(true) is f64")
     };
+    let w = parts.weights;
+    let weights: Vec<Vec<f64>> = (0..w.cols()).map(|j| w.col(j).to_vec()).collect();
     if let Some(obj) = summary.as_object_mut() {
         obj.insert("command".into(), json!("demo"));
         obj.insert("dir".into(), json!(dir.display().to_string()));

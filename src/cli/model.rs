@@ -4,7 +4,7 @@
 use super::error::CliError;
 use super::input::shape_text;
 use std::path::{Path, PathBuf};
-use wassdl::dictionary::{KernelSpec, Model};
+use wassdl::dictionary::{KernelSpec, Model, WdlConfig};
 use wassdl::figures::{save_histograms_1d, save_image_grid, HistPanel, HistRow};
 use wassdl::npy::write_atomic;
 use wassdl::{Batch, Real};
@@ -20,6 +20,55 @@ pub enum AnyModel {
     F32(Model<f32>),
     /// `"scalar": "f64"`.
     F64(Model<f64>),
+}
+
+/// A model's parts in the precision a subcommand computes in.
+pub struct Parts<T: Real> {
+    /// How to rebuild the kernel.
+    pub kernel: KernelSpec,
+    /// The settings the model was fitted with.
+    pub config: WdlConfig,
+    /// Atoms, `N × S`.
+    pub atoms: Batch<T>,
+    /// The fitted datapoints' weights, `S × M`.
+    pub weights: Batch<T>,
+}
+
+/// [`Parts`] in either precision.
+pub enum AnyParts {
+    /// Computed in f32.
+    F32(Parts<f32>),
+    /// Computed in f64.
+    F64(Parts<f64>),
+}
+
+impl AnyModel {
+    /// The model's parts in f64 when `f64` is set (an f32 model's atoms and weights are
+    /// cast, exactly), in the model's own precision otherwise.
+    pub fn into_parts(self, f64: bool) -> AnyParts {
+        fn parts<T: Scalar>(m: Model<T>) -> Parts<T> {
+            let (atoms, weights) = (m.atoms(), m.weights());
+            Parts {
+                kernel: m.kernel,
+                config: m.config,
+                atoms,
+                weights,
+            }
+        }
+        match self {
+            AnyModel::F64(m) => AnyParts::F64(parts(m)),
+            AnyModel::F32(m) if f64 => {
+                let p = parts(m);
+                AnyParts::F64(Parts {
+                    kernel: p.kernel,
+                    config: p.config,
+                    atoms: p.atoms.cast(),
+                    weights: p.weights.cast(),
+                })
+            }
+            AnyModel::F32(m) => AnyParts::F32(parts(m)),
+        }
+    }
 }
 
 /// Just the precision field of a model (or checkpoint) file.

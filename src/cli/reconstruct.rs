@@ -3,14 +3,14 @@
 use super::error::{from_lib, CliError};
 use super::geometry::secs;
 use super::input::{check_output, write_out, Input, Layout};
-use super::model::{at_least_one, item_shape, load_model, save_pictures, AnyModel};
+use super::model::{at_least_one, item_shape, load_model, save_pictures, AnyParts, Parts};
 use super::Global;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use wassdl::dictionary::{reconstruct, KernelSpec, WdlConfig};
+use wassdl::dictionary::reconstruct;
 use wassdl::npy::{write_npy, Dtype, NpyArray};
-use wassdl::{Batch, Real, Stop};
+use wassdl::{Real, Stop};
 
 /// Reconstructions from a learned dictionary: the barycenters of its atoms.
 ///
@@ -69,64 +69,43 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     };
     let read_s = secs(t_start);
     let f64_inputs = global.force_f64 || weights.as_ref().is_some_and(|w| w.dtype() == Dtype::F64);
-    match model {
-        AnyModel::F64(m) => {
-            let (d, w) = (m.atoms(), m.weights());
-            go::<f64>(
-                &args,
-                m.kernel,
-                m.config,
-                d,
-                w,
-                weights,
-                &model_name,
-                read_s,
-                t_start,
-            )
-        }
-        AnyModel::F32(m) if f64_inputs => {
-            let (d, w) = (m.atoms().cast(), m.weights().cast());
-            go::<f64>(
-                &args,
-                m.kernel,
-                m.config,
-                d,
-                w,
-                weights,
-                &model_name,
-                read_s,
-                t_start,
-            )
-        }
-        AnyModel::F32(m) => {
-            let (d, w) = (m.atoms(), m.weights());
-            go::<f32>(
-                &args,
-                m.kernel,
-                m.config,
-                d,
-                w,
-                weights,
-                &model_name,
-                read_s,
-                t_start,
-            )
-        }
+    let ctx = Ctx {
+        args: &args,
+        model_name: &model_name,
+        read_s,
+        t_start,
+    };
+    match model.into_parts(f64_inputs) {
+        AnyParts::F64(parts) => go(&ctx, parts, weights),
+        AnyParts::F32(parts) => go(&ctx, parts, weights),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn go<T: Real>(
-    args: &Args,
-    spec: KernelSpec,
-    mut cfg: WdlConfig,
-    atoms: Batch<T>,
-    own: Batch<T>,
-    weights: Option<Input>,
-    model_name: &str,
+/// What `go` needs from `run`, whatever the precision.
+struct Ctx<'a> {
+    args: &'a Args,
+    model_name: &'a str,
     read_s: f64,
     t_start: Instant,
+}
+
+fn go<T: Real>(
+    ctx: &Ctx<'_>,
+    parts: Parts<T>,
+    weights: Option<Input>,
 ) -> Result<serde_json::Value, CliError> {
+    let Ctx {
+        args,
+        model_name,
+        read_s,
+        t_start,
+    } = *ctx;
+    let Parts {
+        kernel: spec,
+        config: mut cfg,
+        atoms,
+        weights: own,
+    } = parts;
     let s = atoms.cols();
     let (w, count) = match weights {
         Some(mut wi) => {

@@ -4,19 +4,19 @@ use super::error::{from_lib, CliError};
 use super::fit::termination_text;
 use super::geometry::secs;
 use super::input::{check_output, write_out, Input, Layout};
-use super::model::{at_least_one, check_item, item_shape, load_model, AnyModel};
+use super::model::{at_least_one, check_item, item_shape, load_model, AnyParts, Parts};
 use super::progress::Progress;
 use super::Global;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use wassdl::dictionary::{
-    transform_fit, Control, FnObserver, IterationInfo, KernelSpec, Termination, WdlConfig,
+    transform_fit, Control, FnObserver, IterationInfo, Termination,
     WeightInit,
 };
 use wassdl::metrics::Metrics;
 use wassdl::npy::{write_npy, Dtype, NpyArray};
-use wassdl::{Batch, Real};
+use wassdl::Real;
 
 /// Barycentric weights of new datapoints on the atoms of a learned dictionary.
 ///
@@ -65,64 +65,46 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     )?;
     let model_name = format!("the model --model {}", args.model.display());
     let read_s = secs(t_start);
-    match model {
-        AnyModel::F64(m) => {
-            let atoms = m.atoms();
-            go::<f64>(
-                &args,
-                global,
-                m.kernel,
-                m.config,
-                atoms,
-                data,
-                &model_name,
-                read_s,
-                t_start,
-            )
-        }
-        AnyModel::F32(m) if global.force_f64 => {
-            let atoms = m.atoms().cast();
-            go::<f64>(
-                &args,
-                global,
-                m.kernel,
-                m.config,
-                atoms,
-                data,
-                &model_name,
-                read_s,
-                t_start,
-            )
-        }
-        AnyModel::F32(m) => {
-            let atoms = m.atoms();
-            go::<f32>(
-                &args,
-                global,
-                m.kernel,
-                m.config,
-                atoms,
-                data,
-                &model_name,
-                read_s,
-                t_start,
-            )
-        }
+    let ctx = Ctx {
+        args: &args,
+        global,
+        model_name: &model_name,
+        read_s,
+        t_start,
+    };
+    match model.into_parts(global.force_f64) {
+        AnyParts::F64(parts) => go(&ctx, parts, data),
+        AnyParts::F32(parts) => go(&ctx, parts, data),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn go<T: Real>(
-    args: &Args,
-    global: &Global,
-    spec: KernelSpec,
-    mut cfg: WdlConfig,
-    atoms: Batch<T>,
-    mut data: Input,
-    model_name: &str,
+/// What `go` needs from `run`, whatever the precision.
+struct Ctx<'a> {
+    args: &'a Args,
+    global: &'a Global,
+    model_name: &'a str,
     read_s: f64,
     t_start: Instant,
+}
+
+fn go<T: Real>(
+    ctx: &Ctx<'_>,
+    parts: Parts<T>,
+    mut data: Input,
 ) -> Result<serde_json::Value, CliError> {
+    let Ctx {
+        args,
+        global,
+        model_name,
+        read_s,
+        t_start,
+    } = *ctx;
+    let Parts {
+        kernel: spec,
+        config: mut cfg,
+        atoms,
+        ..
+    } = parts;
     let item = item_shape(&spec);
     check_item(
         &data.name(),
