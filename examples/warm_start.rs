@@ -27,8 +27,8 @@
 //! The example then runs the same three fits with the quadratic loss as a control, and
 //! there Figure 4a's ordering holds: warm NSH 2 leads from about iteration 22 and ends at
 //! 15.81 dB, above cold NSH 2 (15.59 dB) and level with cold NSH 100 (15.80 dB) in 1/34 of
-//! its time (0.96 s vs 32.6 s on an idle machine; paper: 1/36). So the failure is tied to the KL loss on these
-//! data. The mechanism is not verified. A likely one: with `KL(p|x)` (reconstruction `p`
+//! its time (0.96 s vs 32.6 s on an idle machine; paper: 1/36). So the failure is tied to
+//! the KL loss on these data. The mechanism is not verified. A likely one: with `KL(p|x)` (reconstruction `p`
 //! first, Table 1) a reconstruction shrunk inside its disk costs little, and the more
 //! converged the barycenters, the sharper they can be.
 //!
