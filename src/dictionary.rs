@@ -546,9 +546,9 @@ pub enum Termination {
     Converged,
     /// The observer returned [`Control::Stop`].
     Observer,
-    /// The line search failed [`LINE_SEARCH_RETRIES`]` + 1` times in a row without an
-    /// accepted step (typically: no further decrease is representable); the last accepted
-    /// point is returned, and the message is the last failure's.
+    /// The line search failed [`LINE_SEARCH_RETRIES`]` + 1` times in a row without
+    /// progress (typically: no further decrease is representable); the last accepted
+    /// point is returned. The message gives the first failure and the last retry's.
     LineSearch(String),
 }
 
@@ -874,6 +874,8 @@ where
     };
     // failed line searches since the last accepted step
     let mut failures = 0u32;
+    // the message of the first of those failures (the later ones follow from the retries)
+    let mut first_failure = String::new();
     let termination = 'runs: loop {
         // Runs end on multiples of `warm_restart` (the restart boundaries), whatever retries
         // happened in between: a fit resumed at a boundary then meets the same boundaries.
@@ -960,7 +962,14 @@ where
                 } else {
                     failures + 1
                 };
-                (failures > LINE_SEARCH_RETRIES).then_some(Termination::LineSearch(msg))
+                if failures == 1 {
+                    first_failure.clone_from(&msg);
+                }
+                (failures > LINE_SEARCH_RETRIES).then(|| {
+                    Termination::LineSearch(format!(
+                        "{first_failure}; then {LINE_SEARCH_RETRIES} retries with shorter first steps made no progress, the last ending with: {msg}"
+                    ))
+                })
             }
             other => Some(Termination::LineSearch(format!("{other:?}"))),
         };

@@ -582,9 +582,8 @@ fn run_job_checked<T: Scalar>(
     let solve_s = secs(t);
     if let Termination::LineSearch(msg) = &fitted.termination {
         global.warn(&format!(
-            "L-BFGS stopped after {} iterations: the line search failed {} times in a row ({msg}); the last accepted point is saved",
-            fitted.iterations,
-            wassdl::dictionary::LINE_SEARCH_RETRIES + 1
+            "L-BFGS stopped after {} iterations, its line search failing: {msg}; the last accepted point is saved",
+            fitted.iterations
         ));
     }
 

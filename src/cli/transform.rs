@@ -143,9 +143,8 @@ fn go<T: Real>(
     let solve_s = secs(t);
     if let Termination::LineSearch(msg) = &fitted.termination {
         global.warn(&format!(
-            "L-BFGS stopped after {} iterations: the line search failed {} times in a row ({msg}); the last accepted point is saved",
-            fitted.iterations,
-            wassdl::dictionary::LINE_SEARCH_RETRIES + 1
+            "L-BFGS stopped after {} iterations, its line search failing: {msg}; the last accepted point is saved",
+            fitted.iterations
         ));
     }
 
