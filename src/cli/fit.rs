@@ -3,7 +3,9 @@
 use super::error::{from_lib, CliError};
 use super::geometry::{parse_grid, precision, secs, GeometryArgs, GridShape, Units};
 use super::input::{check_output, Input, Layout};
-use super::model::{at_least_one, item_shape, read_text, save_pictures, write_model, Scalar};
+use super::model::{
+    at_least_one, item_shape, read_text, save_pictures, warn_line_search, write_model, Scalar,
+};
 use super::progress::Progress;
 use super::Global;
 use serde_json::json;
@@ -339,16 +341,7 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
                     data.name()
                 )));
             }
-            let v: Vec<f64> = c.take_vec();
-            if let Some(k) = v.iter().position(|x| !x.is_finite()) {
-                return Err(c.fail(format!(
-                    "entry [{}, {}] is not finite ({})",
-                    k / n,
-                    k % n,
-                    v[k]
-                )));
-            }
-            let cb = Batch::from_fn(n, n, |i, j| v[i * n + j]);
+            let cb = c.take_finite_matrix()?;
             let spec = KernelSpec::dense(&cb, reg).map_err(|e| c.fail(e))?;
             (spec, format!("the cost {}", c.name()))
         }
@@ -580,12 +573,7 @@ fn run_job_checked<T: Scalar>(
         Err(e) => return Err(ck_error.unwrap_or_else(|| from_lib(e, cfg.barycenter.log_domain))),
     };
     let solve_s = secs(t);
-    if let Termination::LineSearch(msg) = &fitted.termination {
-        global.warn(&format!(
-            "L-BFGS stopped after {} iterations, its line search failing: {msg}; the last accepted point is saved",
-            fitted.iterations
-        ));
-    }
+    warn_line_search(global, &fitted);
 
     let t = Instant::now();
     let model = Model::new(spec.clone(), cfg.clone(), &fitted)

@@ -107,6 +107,23 @@ impl Input {
         self.array.take().map(|a| a.into_vec()).unwrap_or_default()
     }
 
+    /// This file's 2-D array (`(rows, cols)`, C order) as a `rows × cols` batch, every
+    /// entry checked finite (the message names the file's entry); the data moves out.
+    pub fn take_finite_matrix(&mut self) -> Result<Batch<f64>, CliError> {
+        let cols = self.shape.get(1).copied().unwrap_or(1).max(1);
+        let rows = self.shape.first().copied().unwrap_or(1);
+        let v: Vec<f64> = self.take_vec();
+        if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+            return Err(self.fail(format!(
+                "entry [{}, {}] is not finite ({})",
+                k / cols,
+                k % cols,
+                v[k]
+            )));
+        }
+        Ok(Batch::from_fn(rows, cols, |i, j| v[i * cols + j]))
+    }
+
     /// NumPy index of the library's entry `(row, col)` of this file's matrix.
     fn index(&self, row: usize, col: usize) -> String {
         let idx = match self.layout {

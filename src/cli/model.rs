@@ -4,7 +4,7 @@
 use super::error::CliError;
 use super::input::shape_text;
 use std::path::{Path, PathBuf};
-use wassdl::dictionary::{KernelSpec, Model, WdlConfig};
+use wassdl::dictionary::{Fit, KernelSpec, Model, Termination, WdlConfig};
 use wassdl::figures::{save_histograms_1d, save_image_grid, HistPanel, HistRow};
 use wassdl::npy::write_atomic;
 use wassdl::{Batch, Real};
@@ -68,6 +68,16 @@ impl AnyModel {
             }
             AnyModel::F32(m) => AnyParts::F32(parts(m)),
         }
+    }
+}
+
+/// Warns on stderr when `fitted` ended on failed line searches (its result still stands).
+pub fn warn_line_search<T: Real>(global: &super::Global, fitted: &Fit<T>) {
+    if let Termination::LineSearch(msg) = &fitted.termination {
+        global.warn(&format!(
+            "L-BFGS stopped after {} iterations, its line search failing: {msg}; the last accepted point is saved",
+            fitted.iterations
+        ));
     }
 }
 

@@ -4,14 +4,16 @@ use super::error::{from_lib, CliError};
 use super::fit::termination_text;
 use super::geometry::secs;
 use super::input::{check_output, write_out, Input, Layout};
-use super::model::{at_least_one, check_item, item_shape, load_model, AnyParts, Parts};
+use super::model::{
+    at_least_one, check_item, item_shape, load_model, warn_line_search, AnyParts, Parts,
+};
 use super::progress::Progress;
 use super::Global;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use wassdl::dictionary::{
-    transform_fit, Control, FnObserver, IterationInfo, Termination,
+    transform_fit, Control, FnObserver, IterationInfo,
     WeightInit,
 };
 use wassdl::metrics::Metrics;
@@ -141,12 +143,7 @@ fn go<T: Real>(
         .map_err(|e| from_lib(e, log))?;
     drop(progress);
     let solve_s = secs(t);
-    if let Termination::LineSearch(msg) = &fitted.termination {
-        global.warn(&format!(
-            "L-BFGS stopped after {} iterations, its line search failing: {msg}; the last accepted point is saved",
-            fitted.iterations
-        ));
-    }
+    warn_line_search(global, &fitted);
 
     let t = Instant::now();
     let s = fitted.weights.rows();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use wassdl::npy::{write_npy, NpyArray};
 use wassdl::unmixing::{unmix, MixtureProblem, UnmixingConfig, UnmixingSolver};
-use wassdl::{Batch, Stop};
+use wassdl::Stop;
 
 /// Default pivot cap of the exact solver (POT's).
 const DEFAULT_PIVOTS: usize = 100_000;
@@ -103,16 +103,7 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     sources.check(&h, |x| wassdl::validate::simplex_columns("sources", x))?;
     let y = target.take_batch::<f64>();
     target.check(&y, |x| wassdl::validate::simplex_columns("target", x))?;
-    let c: Vec<f64> = cost.take_vec();
-    if let Some(i) = c.iter().position(|v| !v.is_finite()) {
-        return Err(cost.fail(format!(
-            "entry [{}, {}] is not finite ({})",
-            i / nt,
-            i % nt,
-            c[i]
-        )));
-    }
-    let cm = Batch::from_fn(ns, nt, |i, j| c[i * nt + j]);
+    let cm = cost.take_finite_matrix()?;
     let init = match &args.init {
         Some(p) => {
             let mut w0 = Input::load("--init", p, Layout::Rows)?;
