@@ -20,19 +20,17 @@
 //! `RESULT target_accuracy=... baseline_accuracy=...`.
 
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 use rand::rngs::StdRng;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_distr::StandardNormal;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use wassdl::dictionary::NoObserver;
-use wassdl::figures::palette;
 use wassdl::pointcloud_dictionary::{
     BarycenterSettings, LabeledCloud, LabeledMinibatchDictionary, MinibatchConfig,
 };
 use wassdl::Batch;
+use wassdl_cli::figures::palette;
 
 /// Number of classes.
 const CLASSES: usize = 3;
@@ -195,24 +193,6 @@ pub fn run_with(
     })
 }
 
-/// Registers the embedded DejaVu Sans with plotters once per process.
-fn ensure_font() -> Result<(), Box<dyn std::error::Error>> {
-    static OK: OnceLock<bool> = OnceLock::new();
-    let ok = *OK.get_or_init(|| {
-        plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
-        )
-        .is_ok()
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err("the embedded font assets/DejaVuSans.ttf could not be parsed".into())
-    }
-}
-
 type Labeled<'a> = (&'a Batch<f64>, &'a [usize]);
 
 /// Three panels: pooled sources, target (true classes), reconstruction (propagated
@@ -223,7 +203,7 @@ fn plot(
     target: (&Batch<f64>, &Vec<usize>),
     recon: Labeled<'_>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    ensure_font()?;
+    wassdl_cli::figures::ensure_font()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -1,7 +1,7 @@
 //! The paper's Figure 2: five translated discretized Gaussians, two atoms, Wasserstein
 //! dictionary learning (WDL) against PCA and NMF.
 //!
-//! Data: [`wassdl::datasets::fig2_gaussians`] (σ = 0.05, centres `linspace(0.3, 0.7, 5)`,
+//! Data: [`wassdl_cli::datasets::fig2_gaussians`] (σ = 0.05, centres `linspace(0.3, 0.7, 5)`,
 //! 100 bins of `[0, 1]`), the data of the reference case `fig2_gaussians`. The paper does
 //! not give γ; we take `γ = 2σ² = 0.005` (POT units, `K = exp(-|x-y|²/γ)`), the value at
 //! which the entropic barycenter of two Diracs is a Gaussian of exactly the data's width
@@ -21,11 +21,11 @@ pub mod common;
 use common::{result_line, Progress, Settings};
 use std::time::Instant;
 use wassdl::baselines::{nmf, pca, NmfConfig, NmfInit, NmfLoss};
-use wassdl::datasets::fig2_gaussians;
 use wassdl::dictionary::{fit, Fit, WdlConfig};
-use wassdl::figures::{save_histograms_1d, save_line_plot, HistPanel, HistRow};
 use wassdl::metrics::mse;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, Loss, Result};
+use wassdl_cli::datasets::fig2_gaussians;
+use wassdl_cli::figures::{save_histograms_1d, save_line_plot, HistPanel, HistRow};
 
 /// What the example measured.
 #[derive(Clone, Debug)]
@@ -193,7 +193,7 @@ fn method_row<'a>(label: &str, atoms: &'a Batch<f64>, recon: &'a Batch<f64>) -> 
 
 /// Mean and standard deviation of a histogram on `linspace(0, 1, n)`.
 fn moments(h: &[f64]) -> (f64, f64) {
-    let x = wassdl::datasets::linspace(0.0, 1.0, h.len());
+    let x = wassdl_cli::datasets::linspace(0.0, 1.0, h.len());
     let mass: f64 = h.iter().sum();
     let mean = h.iter().zip(&x).map(|(p, x)| p * x).sum::<f64>() / mass;
     let var = h

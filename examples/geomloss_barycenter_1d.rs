@@ -21,7 +21,6 @@
 
 use clap::Parser;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wassdl::pointcloud::{
@@ -213,8 +212,6 @@ fn density(cloud: &PointCloud<f64>, h: f64, t: &[f64]) -> Vec<f64> {
     d
 }
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
 fn io_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> wassdl::Error + '_ {
     move |e| wassdl::Error::Io(format!("cannot write {}: {e}", path.display()))
 }
@@ -288,8 +285,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         run::<f64>(&args)?
     };
 
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| "the embedded font could not be parsed")?;
+    wassdl_cli::figures::ensure_font()?;
     std::fs::create_dir_all(&args.out)?;
     let mut figs = vec![
         ("lagrangian_scaling0.9.png", &runs.lag09),

@@ -1,7 +1,7 @@
 //! Dictionary learning on a small 2-D image dataset: shapes under translation and
 //! scaling, four Wasserstein atoms against four PCA and four NMF components.
 //!
-//! Data: [`wassdl::datasets::shapes_2d`], 24 images of 32 × 32 (disks, squares and
+//! Data: [`wassdl_cli::datasets::shapes_2d`], 24 images of 32 × 32 (disks, squares and
 //! rings of random size and position, each normalized to sum one). WDL: 4 atoms,
 //! quadratic loss, `γ = 2` in pixel units (`K = exp(-|i-j|²/γ)`, the value of the
 //! paper's cardiac experiment), 50 Sinkhorn iterations, 150 L-BFGS iterations,
@@ -25,11 +25,11 @@ pub mod common;
 use common::{result_line, Progress, Settings};
 use std::time::Instant;
 use wassdl::baselines::{nmf, pca, NmfConfig, NmfInit, NmfLoss};
-use wassdl::datasets::shapes_2d;
 use wassdl::dictionary::{fit, AtomInit, WdlConfig, WeightInit};
-use wassdl::figures::save_image_grid;
 use wassdl::metrics::Metrics;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Result};
+use wassdl_cli::datasets::shapes_2d;
+use wassdl_cli::figures::save_image_grid;
 
 /// What the example measured.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! Section 5.5 of the paper (Figure 15): multimodal histograms learned with balanced and
 //! with unbalanced Wasserstein barycenters.
 //!
-//! Data: [`wassdl::datasets::multimodal_1d`], 40 histograms on a 90-bin grid whose middle
+//! Data: [`wassdl_cli::datasets::multimodal_1d`], 40 histograms on a 90-bin grid whose middle
 //! third is empty, each the sum of two truncated Gaussians (σ = 2 bins) with means drawn
 //! in the outer thirds. Settings of section 5.5: 3 atoms, `γ = 7` (pixel units,
 //! `K = exp(-|i-j|²/γ)`: the grid's bins are the unit), 100 Sinkhorn iterations,
@@ -11,7 +11,7 @@
 //!
 //! The score is what Figure 15 shows by eye: a reconstruction is right when it has the
 //! same number of modes as its datapoint in each third of the grid, modes being counted
-//! by [`wassdl::datasets::modes_by_third`] (local maxima of prominence ≥ 10% of the
+//! by [`wassdl_cli::datasets::modes_by_third`] (local maxima of prominence ≥ 10% of the
 //! histogram's maximum). The paper: unbalanced always right; balanced not.
 //!
 //! Outcome here (full run): not reproduced. Both models leave spurious or merged modes;
@@ -26,11 +26,11 @@
 pub mod common;
 
 use common::{result_line, Progress, Settings};
-use wassdl::datasets::{modes_by_third, multimodal_1d, MultimodalConfig};
 use wassdl::dictionary::{fit, Fit, WdlConfig};
-use wassdl::figures::{save_histograms_1d, HistPanel, HistRow};
 use wassdl::metrics::mse;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Result};
+use wassdl_cli::datasets::{modes_by_third, multimodal_1d, MultimodalConfig};
+use wassdl_cli::figures::{save_histograms_1d, HistPanel, HistRow};
 
 /// What the example measured.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! Section 5.1 of the paper: chromatic variations of a PSF learned as displacement
 //! interpolation between two atoms (Figures 5-9), against NMF (Figure E.1) and PCA.
 //!
-//! Data: [`wassdl::datasets::chromatic_psfs`], diffraction-limited (Airy) PSFs on a
+//! Data: [`wassdl_cli::datasets::chromatic_psfs`], diffraction-limited (Airy) PSFs on a
 //! 40 × 40 grid whose width is proportional to the wavelength, 15 wavelengths from 550 to
 //! 900 nm (every 25 nm; the paper does not say how many it used). The paper's PSFs are simulated Euclid PSFs (with obscuration, aberrations and
 //! so on) that we do not have; ours change with λ by a pure dilation.
@@ -31,11 +31,11 @@ pub mod common;
 use common::{result_line, Progress, Settings};
 use std::time::Instant;
 use wassdl::baselines::{nmf, pca, NmfConfig, NmfInit, NmfLoss};
-use wassdl::datasets::chromatic_psfs;
 use wassdl::dictionary::{fit, AtomInit, WdlConfig, WeightInit};
-use wassdl::figures::{save_image_grid, save_line_plot};
 use wassdl::metrics::{nmse, nmse_per_column};
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Result};
+use wassdl_cli::datasets::chromatic_psfs;
+use wassdl_cli::figures::{save_image_grid, save_line_plot};
 
 /// What the example measured.
 #[derive(Clone, Debug)]

@@ -18,11 +18,11 @@ pub mod common;
 use common::{result_line, Progress, Settings};
 use std::time::Instant;
 use wassdl::baselines::pca;
-use wassdl::datasets::{fig2_gaussians, gaussians_1d, linspace};
 use wassdl::dictionary::{fit, reconstruct, transform, AtomInit, KernelSpec, Model, WdlConfig};
-use wassdl::figures::{save_histograms_1d, HistPanel, HistRow};
 use wassdl::metrics::mse;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, Loss, Result};
+use wassdl_cli::datasets::{fig2_gaussians, gaussians_1d, linspace};
+use wassdl_cli::figures::{save_histograms_1d, HistPanel, HistRow};
 
 /// What the quick start measured.
 #[derive(Clone, Debug)]
@@ -138,8 +138,8 @@ pub fn run(settings: &Settings) -> Result<QuickstartMetrics> {
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|e| wassdl::Error::Io(format!("{}: {e}", settings.out_dir.display())))?;
     let path = settings.path("model.json");
-    model.save(&path)?;
-    let back = Model::<f64>::load(&path)?;
+    wassdl_cli::json::save_model(&model, &path)?;
+    let back = wassdl_cli::json::load_model::<f64>(&path)?;
     assert_eq!(
         back.atoms(),
         learned.atoms,

@@ -4,12 +4,12 @@
 //! (`lr = 2e-3`, from `w = [½, ½]`) through the exact OT cost `ot.emd2(H w, b, M)`.
 //!
 //! The data are the seed's own arrays (`np.random.RandomState(2)` draws, as saved in
-//! `../shared/reference/unmixing_seed/`): sources `xs` (100 × 2, two clusters of 50),
+//! `tests/reference/unmixing_seed/`): sources `xs` (100 × 2, two clusters of 50),
 //! target `xt` (100 × 2, 10 % near `(1, 0)`, 90 % near `(0, 1)`), the reweighting matrix
 //! `H` and `M = ot.dist(xs, xt)` (squared Euclidean, recomputed here and checked).
 //!
 //! ```text
-//! cargo run --release --example unmixing [-- --data ../shared/reference/unmixing_seed]
+//! cargo run --release --example unmixing [-- --data tests/reference/unmixing_seed]
 //! ```
 //!
 //! Ends with `RESULT w1=... w2=...` (the seed prints `[0.09980706 0.90019294]`).
@@ -25,7 +25,7 @@ use wassdl::Batch;
 #[command(about = "Wasserstein unmixing (POT gallery example)")]
 struct Args {
     /// Folder with xs.npy, xt.npy, H.npy, b.npy, M.npy.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/unmixing_seed"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/reference/unmixing_seed"))]
     data: PathBuf,
     /// Regularization of the entropic variant (also run, for comparison).
     #[arg(long, default_value_t = 0.1)]

@@ -11,7 +11,7 @@
 //!
 //! Data: the faces of section 5.3 are not available; like them, ours are images of one
 //! object under small deformations: 12 disks of random position and size on 32 × 32
-//! ([`wassdl::datasets::shapes_2d_of`]), mixed with 1% of the uniform image so that the
+//! ([`wassdl_cli::datasets::shapes_2d_of`]), mixed with 1% of the uniform image so that the
 //! KL loss (the one of Figure 4) is finite everywhere. As for the faces: constant initial
 //! atoms, random initial weights (seed 0), 3 atoms; `γ = 2` in pixel units
 //! (`K = exp(-|i-j|²/γ)`); 100 L-BFGS iterations (the paper's runs are longer). The
@@ -39,10 +39,10 @@ pub mod common;
 
 use common::{result_line, Progress, Settings};
 use std::time::Instant;
-use wassdl::datasets::{shapes_2d_of, ShapeKind};
 use wassdl::dictionary::{fit, AtomInit, Fit, WdlConfig, WeightInit};
-use wassdl::figures::{save_image_grid, save_line_plot};
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Result};
+use wassdl_cli::datasets::{shapes_2d_of, ShapeKind};
+use wassdl_cli::figures::{save_image_grid, save_line_plot};
 
 /// What the example measured.
 #[derive(Clone, Debug)]

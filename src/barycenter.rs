@@ -15,7 +15,8 @@ use crate::real::Real;
 use crate::validate;
 
 /// When to stop the iterations.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Stop {
     /// Exactly `L` iterations (what learning differentiates, eq. 10).
     Iterations(usize),
@@ -31,7 +32,8 @@ pub enum Stop {
 }
 
 /// Barycenter solver settings: which variant of the generalized iteration to run.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BarycenterConfig {
     /// Heavy-ball extrapolation τ ≤ 0 (Algorithm 5); 0 is the plain iteration.
     pub tau: f64,

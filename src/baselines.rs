@@ -141,7 +141,8 @@ impl<T: Real> Pca<T> {
 }
 
 /// Objective minimized by [`nmf`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum NmfLoss {
     /// `‖X − WH‖²_F` (Lee-Seung Euclidean updates).
     #[default]
@@ -152,7 +153,8 @@ pub enum NmfLoss {
 }
 
 /// How [`nmf`] initializes `W` and `H`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum NmfInit {
     /// Entries `sqrt(mean(X)/k) · |z|`, `z` standard normal (scikit-learn's `"random"`),
     /// seeded by [`NmfConfig::seed`].
@@ -170,7 +172,8 @@ pub enum NmfInit {
 }
 
 /// NMF settings.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NmfConfig {
     /// Number of components `k ≥ 1`.
     pub k: usize,

@@ -88,10 +88,8 @@
 //! # Saving
 //!
 //! [`Model`] stores the kernel recipe ([`KernelSpec`]), the configuration, the atoms and
-//! the weights as self-describing, versioned JSON. serde_json (without its
-//! `float_roundtrip` feature, which this crate does not enable) parses some 17-digit
-//! decimals one ulp off, so [`Model::from_json`] parses every number with Rust's
-//! correctly rounded parser instead: a save/load round trip is exact to the bit.
+//! the weights; with the `serde` feature it is (de)serializable, and `wassdl-cli` writes
+//! it as self-describing, versioned JSON whose save/load round trip is exact to the bit.
 
 use crate::barycenter::{barycenters, BarycenterConfig, Scalings, Stop};
 use crate::batch::Batch;
@@ -117,7 +115,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How to rebuild the kernel of a saved model.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum KernelSpec {
     /// A separable [`GridKernel`] on a regular grid.
     Grid {
@@ -197,7 +196,8 @@ impl KernelSpec {
 }
 
 /// Line search used by L-BFGS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LineSearchKind {
     /// More-Thuente (strong Wolfe conditions, c₁ = 1e-4, c₂ = 0.9): argmin's default.
     #[default]
@@ -214,7 +214,8 @@ pub enum LineSearchKind {
 }
 
 /// L-BFGS settings (argmin's `LBFGS`).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LbfgsSettings {
     /// Number of correction pairs kept (`m`).
     pub memory: usize,
@@ -243,7 +244,8 @@ impl Default for LbfgsSettings {
 }
 
 /// Initial atoms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AtomInit {
     /// Every atom uniform, `1/N` (the paper's PSF and cardiac experiments). Needs
     /// non-uniform initial weights when `S ≥ 2`: otherwise every atom gets the same
@@ -258,7 +260,8 @@ pub enum AtomInit {
 }
 
 /// Initial weights.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum WeightInit {
     /// `1/S` everywhere.
     #[default]
@@ -271,7 +274,8 @@ pub enum WeightInit {
 }
 
 /// Settings of [`fit`] and [`transform`] (builder style; checked by [`Self::validate`]).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WdlConfig {
     /// Number of atoms `S`.
     pub n_atoms: usize,
@@ -441,7 +445,8 @@ impl WdlConfig {
 }
 
 /// What an [`Observer`] sees after each L-BFGS iteration (and once at the start).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IterationInfo {
     /// L-BFGS iterations done so far, over all runs (0: the initial point).
     pub iteration: u64,
@@ -525,7 +530,8 @@ impl<F: FnMut(&IterationInfo) -> Control> Observer for FnObserver<F> {
 }
 
 /// How many times each piece of work ran during a fit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CallCounts {
     /// `cost` calls from argmin.
     pub cost_calls: usize,
@@ -538,7 +544,8 @@ pub struct CallCounts {
 }
 
 /// Why a fit stopped.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Termination {
     /// The iteration budget [`LbfgsSettings::max_iters`] is spent.
     MaxIters,
@@ -1445,7 +1452,8 @@ pub const MODEL_FORMAT: &str = "wassdl-model";
 pub const MODEL_VERSION: u32 = 1;
 
 /// Sizes of a saved dictionary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ModelDims {
     /// Support size `N`.
     pub n: usize,
@@ -1458,7 +1466,8 @@ pub struct ModelDims {
 /// A learned dictionary, saved as self-describing JSON: `format`, `version`, `scalar`,
 /// the kernel recipe, the configuration, the dimensions, the final loss, then the atoms
 /// (`N × S`) and weights (`S × M`) column-major in precision `T`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Model<T> {
     /// Always [`MODEL_FORMAT`].
     pub format: String,
@@ -1480,19 +1489,7 @@ pub struct Model<T> {
     pub weights: Vec<T>,
 }
 
-/// Everything but the arrays, read through serde.
-#[derive(serde::Deserialize)]
-struct ModelHeader {
-    format: String,
-    version: u32,
-    scalar: String,
-    dims: ModelDims,
-    kernel: KernelSpec,
-    config: WdlConfig,
-    loss: f64,
-}
-
-impl<T: Real + serde::Serialize + std::str::FromStr> Model<T> {
+impl<T: Real> Model<T> {
     /// Packs a fit.
     pub fn new(kernel: KernelSpec, config: WdlConfig, fit: &Fit<T>) -> Result<Self> {
         Self::from_parts(kernel, config, &fit.atoms, &fit.weights, fit.loss)
@@ -1550,322 +1547,5 @@ impl<T: Real + serde::Serialize + std::str::FromStr> Model<T> {
     /// Rebuilds the kernel.
     pub fn kernel(&self) -> Result<Box<dyn Kernel<T>>> {
         self.kernel.build()
-    }
-
-    /// The model as pretty-printed JSON (floats in shortest round-trip form).
-    pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| Error::Io(format!("model to JSON: {e}")))
-    }
-
-    /// Reads a model written by [`Self::to_json`], exactly to the bit.
-    pub fn from_json(text: &str) -> Result<Self> {
-        let bad = |msg: String| Error::Io(format!("not a {MODEL_FORMAT} file: {msg}"));
-        let exact_json::Json::Obj(mut fields) = exact_json::parse(text).map_err(bad)? else {
-            return Err(bad("the top level is not an object".into()));
-        };
-        let mut take = |key: &str| -> Result<exact_json::Json> {
-            let i = fields
-                .iter()
-                .position(|(k, _)| k == key)
-                .ok_or_else(|| bad(format!("no `{key}` field")))?;
-            Ok(fields.swap_remove(i).1)
-        };
-        let atoms_json = take("atoms")?;
-        let weights_json = take("weights")?;
-        let header = exact_json::Json::Obj(fields).into_value().map_err(bad)?;
-        let h: ModelHeader = serde_json::from_value(header).map_err(|e| bad(e.to_string()))?;
-        if h.format != MODEL_FORMAT {
-            return Err(bad(format!("format is {:?}", h.format)));
-        }
-        if h.version != MODEL_VERSION {
-            return Err(Error::Io(format!(
-                "{MODEL_FORMAT} version {} is not supported (this build reads version {MODEL_VERSION})",
-                h.version
-            )));
-        }
-        if h.scalar != T::NAME {
-            return Err(Error::Io(format!(
-                "the model holds {} values; load it as Model<{}>",
-                h.scalar, h.scalar
-            )));
-        }
-        let numbers = |j: exact_json::Json, what: &str, len: usize| -> Result<Vec<T>> {
-            let exact_json::Json::Arr(items) = j else {
-                return Err(bad(format!("`{what}` is not an array")));
-            };
-            if items.len() != len {
-                return Err(bad(format!(
-                    "`{what}` has {} entries, dims say {len}",
-                    items.len()
-                )));
-            }
-            items
-                .into_iter()
-                .map(|it| match it {
-                    exact_json::Json::Num(t) => t
-                        .parse::<T>()
-                        .map_err(|_| bad(format!("`{what}` entry {t:?} is not a number"))),
-                    _ => Err(bad(format!("`{what}` holds a non-number"))),
-                })
-                .collect()
-        };
-        let d = h.dims;
-        let atoms = numbers(atoms_json, "atoms", d.n * d.n_atoms)?;
-        let weights = numbers(weights_json, "weights", d.n_atoms * d.m)?;
-        Ok(Model {
-            format: h.format,
-            version: h.version,
-            scalar: h.scalar,
-            dims: d,
-            kernel: h.kernel,
-            config: h.config,
-            loss: h.loss,
-            atoms,
-            weights,
-        })
-    }
-
-    /// Writes [`Self::to_json`] to `path`.
-    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let path = path.as_ref();
-        std::fs::write(path, self.to_json()?)
-            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
-    }
-
-    /// Reads a model saved by [`Self::save`].
-    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        Self::from_json(&text)
-    }
-}
-
-/// A JSON reader that keeps number tokens as text, so that each is parsed once by Rust's
-/// correctly rounded `str::parse` (serde_json without `float_roundtrip` is not exact for
-/// 17-digit decimals).
-mod exact_json {
-    pub(super) enum Json {
-        Null,
-        Bool(bool),
-        Num(String),
-        Str(String),
-        Arr(Vec<Json>),
-        Obj(Vec<(String, Json)>),
-    }
-
-    pub(super) fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            b: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value(0)?;
-        p.ws();
-        if p.i != p.b.len() {
-            return Err(format!("trailing characters at byte {}", p.i));
-        }
-        Ok(v)
-    }
-
-    impl Json {
-        /// Converts to a serde_json value, parsing numbers exactly.
-        pub(super) fn into_value(self) -> Result<serde_json::Value, String> {
-            use serde_json::Value;
-            Ok(match self {
-                Json::Null => Value::Null,
-                Json::Bool(b) => Value::Bool(b),
-                Json::Str(s) => Value::String(s),
-                Json::Num(t) => {
-                    let integer = !t.contains(['.', 'e', 'E']);
-                    if let (true, Ok(u)) = (integer, t.parse::<u64>()) {
-                        Value::from(u)
-                    } else if let (true, Ok(i)) = (integer, t.parse::<i64>()) {
-                        Value::from(i)
-                    } else {
-                        let f: f64 = t.parse().map_err(|_| format!("bad number {t:?}"))?;
-                        serde_json::Number::from_f64(f)
-                            .map(Value::Number)
-                            .ok_or_else(|| format!("number {t:?} is out of range"))?
-                    }
-                }
-                Json::Arr(a) => Value::Array(
-                    a.into_iter()
-                        .map(Json::into_value)
-                        .collect::<Result<_, _>>()?,
-                ),
-                Json::Obj(o) => {
-                    let mut map = serde_json::Map::new();
-                    for (k, v) in o {
-                        map.insert(k, v.into_value()?);
-                    }
-                    Value::Object(map)
-                }
-            })
-        }
-    }
-
-    struct Parser<'a> {
-        b: &'a [u8],
-        i: usize,
-    }
-
-    /// Nesting deeper than this is not a model file (and would risk the stack).
-    const MAX_DEPTH: usize = 128;
-
-    impl Parser<'_> {
-        fn ws(&mut self) {
-            while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-                self.i += 1;
-            }
-        }
-        fn peek(&self) -> Option<u8> {
-            self.b.get(self.i).copied()
-        }
-        fn expect(&mut self, c: u8) -> Result<(), String> {
-            if self.peek() == Some(c) {
-                self.i += 1;
-                Ok(())
-            } else {
-                Err(format!("expected `{}` at byte {}", c as char, self.i))
-            }
-        }
-        fn value(&mut self, depth: usize) -> Result<Json, String> {
-            if depth > MAX_DEPTH {
-                return Err("nesting too deep".into());
-            }
-            self.ws();
-            match self.peek() {
-                Some(b'{') => {
-                    self.i += 1;
-                    let mut fields = Vec::new();
-                    self.ws();
-                    if self.peek() == Some(b'}') {
-                        self.i += 1;
-                        return Ok(Json::Obj(fields));
-                    }
-                    loop {
-                        self.ws();
-                        let k = self.string()?;
-                        self.ws();
-                        self.expect(b':')?;
-                        let v = self.value(depth + 1)?;
-                        fields.push((k, v));
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                return Ok(Json::Obj(fields));
-                            }
-                            _ => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
-                        }
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                        return Ok(Json::Arr(items));
-                    }
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                return Ok(Json::Arr(items));
-                            }
-                            _ => return Err(format!("expected `,` or `]` at byte {}", self.i)),
-                        }
-                    }
-                }
-                Some(b'"') => self.string().map(Json::Str),
-                Some(b't') => self.literal("true", Json::Bool(true)),
-                Some(b'f') => self.literal("false", Json::Bool(false)),
-                Some(b'n') => self.literal("null", Json::Null),
-                Some(b'-' | b'0'..=b'9') => {
-                    let start = self.i;
-                    while matches!(
-                        self.peek(),
-                        Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                    ) {
-                        self.i += 1;
-                    }
-                    let t = std::str::from_utf8(&self.b[start..self.i]).expect("ASCII");
-                    Ok(Json::Num(t.to_string()))
-                }
-                _ => Err(format!("unexpected character at byte {}", self.i)),
-            }
-        }
-        fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
-            if self.b[self.i..].starts_with(word.as_bytes()) {
-                self.i += word.len();
-                Ok(v)
-            } else {
-                Err(format!("unexpected token at byte {}", self.i))
-            }
-        }
-        fn hex4(&mut self) -> Result<u32, String> {
-            let h = self
-                .b
-                .get(self.i..self.i + 4)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad \\u escape at byte {}", self.i))?;
-            self.i += 4;
-            Ok(h)
-        }
-        fn string(&mut self) -> Result<String, String> {
-            self.expect(b'"')?;
-            let mut out = Vec::new();
-            loop {
-                let c = self
-                    .peek()
-                    .ok_or_else(|| "unterminated string".to_string())?;
-                self.i += 1;
-                match c {
-                    b'"' => break,
-                    b'\\' => {
-                        let e = self
-                            .peek()
-                            .ok_or_else(|| "unterminated escape".to_string())?;
-                        self.i += 1;
-                        let ch = match e {
-                            b'"' => '"',
-                            b'\\' => '\\',
-                            b'/' => '/',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'n' => '\n',
-                            b'r' => '\r',
-                            b't' => '\t',
-                            b'u' => {
-                                let hi = self.hex4()?;
-                                let code = if (0xD800..0xDC00).contains(&hi) {
-                                    self.expect(b'\\')?;
-                                    self.expect(b'u')?;
-                                    let lo = self.hex4()?;
-                                    if !(0xDC00..0xE000).contains(&lo) {
-                                        return Err("unpaired surrogate".into());
-                                    }
-                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                                } else {
-                                    hi
-                                };
-                                char::from_u32(code).ok_or_else(|| "bad code point".to_string())?
-                            }
-                            _ => return Err(format!("bad escape at byte {}", self.i)),
-                        };
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                    }
-                    _ => out.push(c),
-                }
-            }
-            String::from_utf8(out).map_err(|e| e.to_string())
-        }
     }
 }

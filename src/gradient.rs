@@ -18,7 +18,8 @@ use crate::tape::Tape;
 use crate::validate;
 
 /// How gradients are computed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum GradientMethod {
     /// Reverse mode on the recorded iterations (every variant).
     #[default]
@@ -29,7 +30,8 @@ pub enum GradientMethod {
 }
 
 /// Gradient settings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GradOptions {
     /// Tape or analytic.
     pub method: GradientMethod,

@@ -11,7 +11,8 @@ use crate::tape::{Tape, Var};
 
 /// A fitting loss `L(p, x)` between a reconstruction `p` and a datapoint `x` (Table 1).
 /// Every loss is summed over the columns (datapoints), as in eq. 9.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Loss {
     /// `‖p − x‖₁`, gradient `sign(p − x)` (0 at 0).
     TotalVariation,

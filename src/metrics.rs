@@ -19,7 +19,8 @@ use crate::real::Real;
 use crate::validate;
 
 /// The three metrics at once (see the module docs for the exact definitions).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Metrics {
     /// Mean squared error over all entries.
     pub mse: f64,

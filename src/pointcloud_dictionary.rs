@@ -272,7 +272,8 @@ fn gather<T: Real>(x: &Batch<T>, idx: &[usize]) -> Batch<T> {
 }
 
 /// The weight `β` of the label term of the ground cost `‖x − x'‖² + β ‖y − y'‖²`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LabelWeight {
     /// A fixed `β ≥ 0`.
     Fixed(f64),
@@ -283,7 +284,8 @@ pub enum LabelWeight {
 }
 
 /// The barycenter solver of a dictionary (the fixed point of the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BarycenterSettings {
     /// Fixed-point iterations, at least one (the seed's `num_iter_barycenter = 5`).
     pub max_iter: usize,
@@ -349,7 +351,8 @@ impl BarycenterSettings {
 }
 
 /// How dataset minibatches are drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Sampling {
     /// Every minibatch draws `batch_size` indices independently and uniformly (a point
     /// can appear twice in a batch and in consecutive batches): the seed's `fit` with
@@ -364,7 +367,8 @@ pub enum Sampling {
 }
 
 /// Initial atom positions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AtomInit {
     /// Atom `k` starts as `n_samples` points drawn (seeded) from dataset `k mod N`
     /// (without replacement when it has enough points), with their labels smoothed as
@@ -378,7 +382,8 @@ pub enum AtomInit {
 
 /// Settings of [`MinibatchDictionary::fit`] and [`LabeledMinibatchDictionary::fit`],
 /// defaulted as the seed's `MinibatchDictionary` (except [`AtomInit`], see there).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MinibatchConfig {
     /// Number of atoms `S` (the seed's `n_components`).
     pub n_atoms: usize,
@@ -470,7 +475,8 @@ impl MinibatchConfig {
 }
 
 /// Settings of `transform` (barycentric-coordinate regression with the atoms fixed).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TransformConfig {
     /// Iterations (the seed's `num_iter_max`).
     pub num_iter_max: usize,

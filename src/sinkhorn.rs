@@ -8,7 +8,8 @@ use crate::real::Real;
 use crate::validate;
 
 /// Sinkhorn settings.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SinkhornConfig {
     /// Log-domain iterations (stable at any γ).
     pub log_domain: bool,

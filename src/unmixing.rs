@@ -39,7 +39,8 @@ use crate::sinkhorn::{sinkhorn, SinkhornConfig};
 use crate::validate;
 
 /// The OT cost whose gradient drives the unmixing.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum UnmixingSolver {
     /// Exact OT (network simplex) with this pivot cap (POT's default `100_000`).
     Exact {
@@ -57,7 +58,8 @@ pub enum UnmixingSolver {
 
 /// Settings of [`unmix`], defaulted as the seed: `lr = 2e-3`, 500 iterations, exact OT,
 /// started from uniform weights.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct UnmixingConfig {
     /// Fixed step of the projected gradient.
     pub lr: f64,

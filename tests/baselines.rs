@@ -33,10 +33,7 @@ fn lcg(n: usize, seed: u64) -> Vec<f64> {
 /// Fortran order, which `common::load_matrix` does not take).
 fn load_matrix_any_order(case: &str, name: &str) -> Batch<f64> {
     let bytes = std::fs::read(reference_dir(case).join(name)).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
-    let fortran = npy.order() == npyz::Order::Fortran;
-    let data: Vec<f64> = npy.into_vec().unwrap();
+    let (shape, data, fortran) = parse_f8_npy(&bytes, name);
     let (r, c) = (shape[0], shape[1]);
     if fortran {
         Batch::from_vec(r, c, data)

@@ -1,6 +1,6 @@
 //! Point clouds: exact OT between clouds, Sinkhorn divergences (GeomLoss conventions),
 //! their gradients, the Eulerian/Lagrangian barycenters and the free-support barycenter,
-//! with cross-checks against `../shared/reference/{sinkhorn_divergence,free_support}`.
+//! with cross-checks against `tests/reference/{sinkhorn_divergence,free_support}`.
 
 mod common;
 use common::*;

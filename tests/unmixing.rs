@@ -1,5 +1,5 @@
 //! Wasserstein unmixing (`003_d677dd5d7bb685d2.txt`): cross-checks against
-//! `../shared/reference/unmixing_seed` (POT 0.9.7) and properties of the gradients.
+//! `tests/reference/unmixing_seed` (POT 0.9.7) and properties of the gradients.
 
 mod common;
 use common::*;

@@ -11,8 +11,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wassdl::dictionary::{Control, Fit, IterationInfo, Observer};
-use wassdl::figures::save_line_plot;
 use wassdl::Real;
+use wassdl_cli::figures::save_line_plot;
 
 /// Options every example accepts.
 #[derive(Parser, Debug, Clone)]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wassdl::npy::{parse_npy, to_npy_bytes, NpyData};
+use wassdl_cli::npy::{parse_npy, to_npy_bytes, NpyData};
 
 fn bits(d: &NpyData) -> Vec<u64> {
     match d {
@@ -16,7 +16,7 @@ fn bits(d: &NpyData) -> Vec<u64> {
 fuzz_target!(|data: &[u8]| {
     match parse_npy(data, "fuzz.npy") {
         Ok(a) => {
-            assert!(a.ndim() <= wassdl::npy::MAX_NDIM);
+            assert!(a.ndim() <= wassdl_cli::npy::MAX_NDIM);
             assert_eq!(a.shape().iter().product::<usize>(), a.len());
             // the data cannot exceed what the file holds
             assert!(a.len() * a.dtype().size() <= data.len());

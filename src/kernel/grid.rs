@@ -12,7 +12,8 @@ use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Coordinates and cost scaling of a grid, so numbers can be matched with each peer library.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum GridUnits {
     /// POT / OTT-JAX: each axis is `linspace(0, 1, n)`, `K = exp(-|x-y|²/γ)` (the default).
     #[default]
@@ -24,7 +25,8 @@ pub enum GridUnits {
 }
 
 /// A regular grid: its shape (row-major flattening, last axis fastest) and units.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Grid {
     shape: Vec<usize>,
     units: GridUnits,

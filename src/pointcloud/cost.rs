@@ -11,7 +11,8 @@ use crate::tape::{Tape, Var};
 /// A ground cost `C(x, y)` between two points of `R^dim`.
 ///
 /// All three are symmetric (`C(x, y) = C(y, x)`) and vanish on the diagonal.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Cost {
     /// `‖x − y‖₂²`: POT's `ot.dist` default (`metric="sqeuclidean"`), the cost of
     /// `ot.emd2` in the unmixing example and of the free-support barycenter.

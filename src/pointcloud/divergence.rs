@@ -58,7 +58,8 @@ use faer::Par;
 
 /// Settings of [`sinkhorn_divergence`], named and defaulted as GeomLoss's
 /// `SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5, debias=True)`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SinkhornDivergenceConfig {
     /// Cost exponent: `C(x, y) = ‖x − y‖^p / p`, `p ≥ 1` (GeomLoss ships `p ∈ {1, 2}`).
     pub p: f64,

@@ -28,7 +28,8 @@ use std::sync::Mutex;
 
 /// L-BFGS settings, defaulted as GeomLoss's `fit_model(method="L-BFGS")`
 /// (`maxiter = 500`, `maxcor = 10`, `ftol = gtol = 1e-10`).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LbfgsConfig {
     /// Iteration cap.
     pub max_iter: u64,

@@ -23,7 +23,8 @@ use crate::sinkhorn::{sinkhorn, SinkhornConfig};
 use crate::validate;
 
 /// The OT solver inside each fixed-point iteration.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum InnerOt {
     /// Exact OT by the network simplex ([`crate::emd::emd`]) with this pivot cap (POT's
     /// `numInnerItermax`, default `100_000`).
@@ -42,7 +43,8 @@ pub enum InnerOt {
 }
 
 /// Settings of [`free_support_barycenter`], defaulted as POT's.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FreeSupportConfig {
     /// Outer iteration cap (POT's `numItermax = 100`).
     pub max_iter: usize,

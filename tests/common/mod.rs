@@ -4,28 +4,60 @@
 use std::path::PathBuf;
 use wassdl::Batch;
 
-/// `../shared/reference/<case>` next to the repository (CI clones with `shared/` beside it).
+/// `tests/reference/<case>`: the reference cases, copied into the repository from the
+/// project's shared folder with their README (how each case was computed, by which
+/// library and version).
+/// Found from either workspace member (`wassdl-cli`'s tests share this module).
 pub fn reference_dir(case: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(case);
-    assert!(
-        p.is_dir(),
-        "reference case missing: {} (CI must have ../shared beside the clone)",
-        p.display()
-    );
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = if here.join("tests/reference").is_dir() {
+        here
+    } else {
+        here.parent().expect("workspace root").to_path_buf()
+    };
+    let p = root.join("tests/reference").join(case);
+    assert!(p.is_dir(), "reference case missing: {}", p.display());
     p
 }
 
-/// Loads a float64 `.npy` as (shape, row-major data).
+/// A little-endian float64 `.npy` (NumPy format 1.0/2.0) as (shape, data, fortran order).
+/// Test-only: the reference files are all `<f8`; the library's own reader, with its error
+/// messages, is in `wassdl-cli`.
+pub fn parse_f8_npy(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f64>, bool) {
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}: not a .npy file");
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(
+        header.contains("'descr': '<f8'"),
+        "{name}: not <f8: {header}"
+    );
+    let fortran = header.contains("'fortran_order': True");
+    let inner = &header[header.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = inner[..inner.find(')').unwrap()]
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f64> = bytes[start + hlen..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}: size");
+    (shape, data, fortran)
+}
+
+/// Loads a float64 `.npy` in C order as (shape, row-major data).
 pub fn load_npy(case: &str, name: &str) -> (Vec<usize>, Vec<f64>) {
     let path = reference_dir(case).join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
-    let fortran = npy.order() == npyz::Order::Fortran;
+    let (shape, data, fortran) = parse_f8_npy(&bytes, name);
     assert!(!fortran, "{name}: Fortran order not expected");
-    let data: Vec<f64> = npy.into_vec().unwrap();
     (shape, data)
 }
 

@@ -1,0 +1,231 @@
+//! Quick runs of every example (`--quick`: same pipeline, small budgets), checking that
+//! each produces finite metrics, its figures and a well-formed `RESULT` line, and, where
+//! the quick run reproduces an ordering the paper claims, that ordering.
+//!
+//! Orderings the quick runs do not reproduce are not asserted (see each test).
+
+// Each example includes its own copy of `examples/common` (an example must build on its
+// own), so this crate holds several: intended.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+#[allow(dead_code)]
+#[path = "../../examples/fig2_gaussians.rs"]
+mod fig2_gaussians;
+#[allow(dead_code)]
+#[path = "../../examples/images.rs"]
+mod images;
+#[allow(dead_code)]
+#[path = "../../examples/multimodal_unbalanced.rs"]
+mod multimodal_unbalanced;
+#[allow(dead_code)]
+#[path = "../../examples/psf_chromatic.rs"]
+mod psf_chromatic;
+#[allow(dead_code)]
+#[path = "../../examples/quickstart.rs"]
+mod quickstart;
+#[allow(dead_code)]
+#[path = "../../examples/warm_start.rs"]
+mod warm_start;
+
+use std::path::{Path, PathBuf};
+
+/// A fresh folder for one example's figures.
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wassdl-examples-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Every listed figure exists and is a PNG; then the folder is removed.
+fn check_figures(dir: &Path, files: &[&str]) {
+    for f in files {
+        let p = dir.join(f);
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(
+            &bytes[..8],
+            b"\x89PNG\r\n\x1a\n",
+            "{} is not a PNG",
+            p.display()
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `RESULT k=v ...` with exactly `keys`, in order, every value a finite number.
+fn check_result_line(line: &str, keys: &[&str]) -> Vec<f64> {
+    let mut parts = line.split(' ');
+    assert_eq!(parts.next(), Some("RESULT"), "{line}");
+    let mut values = Vec::new();
+    for (part, key) in parts.by_ref().zip(keys) {
+        let (k, v) = part.split_once('=').unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(k, *key, "{line}");
+        let v: f64 = v.parse().unwrap_or_else(|_| panic!("{line}: {v}"));
+        assert!(v.is_finite(), "{line}: {k} = {v}");
+        values.push(v);
+    }
+    assert_eq!(values.len(), keys.len(), "{line}");
+    assert_eq!(parts.next(), None, "{line}");
+    values
+}
+
+#[test]
+fn fig2_gaussians_quick() {
+    let dir = out_dir("fig2");
+    let m = fig2_gaussians::run(&fig2_gaussians::common::Settings::quick(&dir)).unwrap();
+    check_result_line(
+        &m.result_line(),
+        &[
+            "wdl_mse",
+            "pca_mse",
+            "nmf_mse",
+            "wdl_iterations",
+            "wdl_seconds",
+        ],
+    );
+    // PCA is unique: the reference case's (scikit-learn) value, at its stated tolerance.
+    // (Its NMF used coordinate descent; ours multiplicative updates reach a slightly
+    // different point, 2e-5 apart in relative MSE, so NMF is not compared here.)
+    let refs = common::case_json("fig2_gaussians")["results"].clone();
+    let pca_ref = refs["pca_mse"].as_f64().unwrap();
+    assert!((m.pca_mse - pca_ref).abs() <= 1e-10 * pca_ref, "{m:?}");
+    // Figure 2's point: the Wasserstein dictionary reconstructs translations that the
+    // linear models cannot (the best of the quick run's four starts already does).
+    assert!(m.wdl_mse < m.pca_mse && m.pca_mse < m.nmf_mse, "{m:?}");
+    check_figures(&dir, &["fig2.png", "wdl_loss.png"]);
+}
+
+#[test]
+fn quickstart_quick() {
+    let dir = out_dir("quickstart");
+    let m = quickstart::run(&quickstart::common::Settings::quick(&dir)).unwrap();
+    check_result_line(
+        &m.result_line(),
+        &[
+            "wdl_mse",
+            "pca_mse",
+            "new_left_weight",
+            "new_left_expected",
+            "fit_seconds",
+        ],
+    );
+    assert!(m.wdl_mse < m.pca_mse, "{m:?}");
+    // An unseen Gaussian gets the weights of its place between the two (near-Dirac)
+    // atoms. 0.05 in weight is 0.02 in position at the atoms' 0.4 separation, a fifth
+    // of the 0.1 spacing of the training Gaussians: it tells "between the right atoms
+    // in the right proportion" from anything else without asking the short fit for more.
+    assert!(
+        (m.new_left_weight - m.new_left_expected).abs() < 0.05,
+        "{m:?}"
+    );
+    assert!(dir.join("model.json").is_file());
+    check_figures(&dir, &["quickstart.png"]);
+}
+
+#[test]
+fn psf_chromatic_quick() {
+    let dir = out_dir("psf");
+    let m = psf_chromatic::run(&psf_chromatic::common::Settings::quick(&dir)).unwrap();
+    check_result_line(
+        &m.result_line(),
+        &[
+            "wdl_nmse",
+            "nmf_nmse",
+            "pca_nmse",
+            "weight_monotone_fraction",
+            "iterations",
+            "wdl_seconds",
+        ],
+    );
+    // Three L-BFGS iterations are far from the paper's fit: WDL < NMF is a claim of the
+    // full run only, not asserted here.
+    check_figures(
+        &dir,
+        &[
+            "fig5_psfs.png",
+            "fig6_wdl_reconstructions.png",
+            "fig7_atoms.png",
+            "fig9b_weights.png",
+            "fig9a_pca_weights.png",
+            "nmse_by_wavelength.png",
+        ],
+    );
+}
+
+#[test]
+fn multimodal_unbalanced_quick() {
+    let dir = out_dir("multimodal");
+    let m =
+        multimodal_unbalanced::run(&multimodal_unbalanced::common::Settings::quick(&dir)).unwrap();
+    let v = check_result_line(
+        &m.result_line(),
+        &[
+            "balanced_correct",
+            "unbalanced_correct",
+            "balanced_middle_mode",
+            "unbalanced_middle_mode",
+            "balanced_mse",
+            "unbalanced_mse",
+        ],
+    );
+    assert!(v[..4].iter().all(|f| (0.0..=1.0).contains(f)), "{m:?}");
+    // The paper's "unbalanced is always right" is not reproduced (not even by the full
+    // run, see the example's docs), so it is not asserted.
+    check_figures(&dir, &["fig15.png", "atoms.png"]);
+}
+
+#[test]
+fn warm_start_quick() {
+    let dir = out_dir("warm");
+    let m = warm_start::run(&warm_start::common::Settings::quick(&dir)).unwrap();
+    check_result_line(
+        &m.result_line(),
+        &[
+            "warm_few_psnr",
+            "cold_few_psnr",
+            "cold_many_psnr",
+            "warm_few_seconds",
+            "cold_few_seconds",
+            "cold_many_seconds",
+            "quad_warm_few_psnr",
+            "quad_cold_few_psnr",
+            "quad_cold_many_psnr",
+            "quad_warm_few_seconds",
+            "quad_cold_many_seconds",
+            "nsh_few",
+            "nsh_many",
+        ],
+    );
+    // Figure 4's ordering is a full-run outcome (see the example's docs), not asserted on
+    // this 20-iteration version.
+    check_figures(
+        &dir,
+        &[
+            "fig4_psnr.png",
+            "fig4_psnr_quadratic.png",
+            "reconstructions.png",
+            "atoms.png",
+        ],
+    );
+}
+
+#[test]
+fn images_quick() {
+    let dir = out_dir("images");
+    let m = images::run(&images::common::Settings::quick(&dir)).unwrap();
+    check_result_line(
+        &m.result_line(),
+        &[
+            "wdl_psnr",
+            "pca_psnr",
+            "nmf_psnr",
+            "wdl_mse",
+            "pca_mse",
+            "nmf_mse",
+            "wdl_seconds",
+        ],
+    );
+    check_figures(&dir, &["atoms.png", "reconstructions.png", "wdl_loss.png"]);
+}
