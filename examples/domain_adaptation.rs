@@ -26,7 +26,7 @@ use rand::SeedableRng;
 use rand_distr::StandardNormal;
 use std::path::{Path, PathBuf};
 use wassdl::dictionary::NoObserver;
-use wassdl::pointcloud_dictionary::{
+use wassdl::pointcloud::dictionary::{
     BarycenterSettings, LabeledCloud, LabeledMinibatchDictionary, MinibatchConfig,
 };
 use wassdl::Batch;

@@ -55,7 +55,6 @@ pub mod loss;
 pub mod metrics;
 mod ops;
 pub mod pointcloud;
-pub mod pointcloud_dictionary;
 mod real;
 pub mod sinkhorn;
 pub mod tape;

@@ -7,12 +7,12 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use wassdl::barycenter::Stop;
 use wassdl::dictionary::{Control, FnObserver, NoObserver};
-use wassdl::pointcloud::{free_support_barycenter, FreeSupportConfig, InnerOt, PointCloud};
-use wassdl::pointcloud_dictionary::{
+use wassdl::pointcloud::dictionary::{
     AtomInit, BarycenterSettings, EmpiricalDictionary, LabelWeight, LabeledCloud,
     LabeledMinibatchDictionary, MinibatchConfig, MinibatchDictionary, MinibatchSampler, Sampling,
     TransformConfig,
 };
+use wassdl::pointcloud::{free_support_barycenter, FreeSupportConfig, InnerOt, PointCloud};
 use wassdl::{Batch, Error};
 
 fn gaussian_cloud(rng: &mut StdRng, n: usize, centre: (f64, f64), sd: f64) -> Batch<f64> {
@@ -201,6 +201,35 @@ fn unlabeled_fixed_point_matches_free_support_barycenter() {
             assert!((a - b).abs() < 1e-12, "{inner:?}: {a} vs {b}");
         }
     }
+}
+
+/// The dictionary's inner Sinkhorn is checked for convergence, as the free-support
+/// barycenter's always was (they now share one inner solve): a cap far below what the
+/// tolerance needs is an error naming the cap, not a barycenter built from plans off
+/// their marginals. Before the two were merged this reconstruct returned Ok.
+#[test]
+fn unconverged_inner_sinkhorn_is_an_error() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let atoms = random_atoms(&mut rng, 3, 20, None);
+    let settings = BarycenterSettings {
+        max_iter: 3,
+        tol: 0.0,
+        inner: InnerOt::Entropic {
+            // γ = 0.01 against costs of order 10: two iterations are far from 1e-12
+            reg: 0.01,
+            stop: Stop::Tolerance {
+                tol: 1e-12,
+                max_iter: 2,
+            },
+        },
+        label_weight: LabelWeight::MaxFeatureCost,
+    };
+    let dict = EmpiricalDictionary::new(atoms, Batch::zeros(3, 0), settings).unwrap();
+    let err = dict.reconstruct(&[0.25, 0.45, 0.3]).unwrap_err();
+    assert!(
+        matches!(err, Error::Numerical { .. }) && err.to_string().contains("max_iter = 2"),
+        "{err}"
+    );
 }
 
 /// 1-D atoms of distinct shapes (quantile functions `u`, `4 + 2u²`, `4u − 0.5`): the

@@ -12,11 +12,11 @@
 //! mass onto the input clouds. It stops when `‖X_new − X‖²_F ≤ tol` (POT's `stopThr`) or
 //! after `max_iter` iterations.
 
-use super::cost::{cost_matrix, cost_matrix_row_major, Cost};
+use super::cost::{cost_matrix_row_major, Cost};
 use super::{emd_error, PointCloud};
 use crate::barycenter::Stop;
 use crate::batch::Batch;
-use crate::emd::emd;
+use crate::emd::{emd, PlanEntry};
 use crate::error::{Error, Result};
 use crate::kernel::DenseKernel;
 use crate::sinkhorn::{sinkhorn, SinkhornConfig};
@@ -76,54 +76,104 @@ pub struct FreeSupportBarycenter {
     pub objective: f64,
 }
 
-/// Transport plan between `(b, x)` and `(a, y)` as dense row-major `n × m`, and its cost.
-fn plan(
-    x: &Batch<f64>,
+/// An OT plan (sparse, row-major order of `(i, j)`) and its transport cost `⟨π, C⟩`.
+pub(crate) struct Plan {
+    pub(crate) entries: Vec<PlanEntry>,
+    pub(crate) cost: f64,
+}
+
+/// The inner OT of every free-support fixed point (this module's and the point-cloud
+/// dictionaries'): exact or entropic OT between weights `a` (rows) and `b` (columns) for
+/// the row-major `a.len() × b.len()` cost `c`. `names` name the two sides in errors and
+/// `solver` the caller. An entropic solve that stops on its cap before its tolerance is
+/// an error ([`check_converged`]): its plan would be off its marginals.
+pub(crate) fn inner_plan(
+    c: &[f64],
+    a: &[f64],
     b: &[f64],
-    y: &PointCloud<f64>,
     inner: &InnerOt,
-) -> Result<(Vec<f64>, f64)> {
-    let (n, m) = (x.cols(), y.len());
+    names: (&'static str, &'static str),
+    solver: &'static str,
+) -> Result<Plan> {
+    let (n, m) = (a.len(), b.len());
     match *inner {
         InnerOt::Exact { max_iter } => {
-            let c = cost_matrix_row_major(x, y.points(), Cost::SqEuclidean);
-            let sol = emd(b, y.weights(), &c, max_iter)
-                .map_err(|e| emd_error(e, ("init", b), ("clouds", y.weights())))?;
-            let mut t = vec![0.0; n * m];
-            for e in &sol.plan {
-                t[e.i * m + e.j] = e.mass;
-            }
-            Ok((t, sol.cost))
+            let sol =
+                emd(a, b, c, max_iter).map_err(|e| emd_error(e, (names.0, a), (names.1, b)))?;
+            Ok(Plan {
+                entries: sol.plan,
+                cost: sol.cost,
+            })
         }
         InnerOt::Entropic { reg, stop } => {
-            let c = cost_matrix(x, y.points(), Cost::SqEuclidean)?;
-            let k = DenseKernel::new(c.view(), reg)?;
+            let cm = Batch::from_fn(n, m, |i, j| c[i * m + j]);
+            let k = DenseKernel::new(cm.view(), reg)?;
             let cfg = SinkhornConfig {
                 log_domain: true,
                 stop,
                 plan: true,
             };
-            let a = Batch::from_vec(n, 1, b.to_vec());
-            let bb = Batch::from_vec(m, 1, y.weights().to_vec());
-            let sol = sinkhorn(&k, &a, &bb, &cfg, None)?;
-            check_converged(&stop, sol.error, sol.iterations, "free_support_barycenter")?;
+            let sol = sinkhorn(
+                &k,
+                &Batch::from_vec(n, 1, a.to_vec()),
+                &Batch::from_vec(m, 1, b.to_vec()),
+                &cfg,
+                None,
+            )?;
+            check_converged(&stop, sol.error, sol.iterations, solver)?;
             let p = sol
                 .plans
                 .and_then(|mut v| v.pop())
                 .ok_or(Error::Numerical {
-                    solver: "free_support_barycenter",
+                    solver,
                     iteration: 0,
                     message: "sinkhorn returned no plan".into(),
                 })?;
-            let mut t = vec![0.0; n * m];
+            let mut entries = Vec::new();
             for i in 0..n {
                 for j in 0..m {
-                    t[i * m + j] = p.get(i, j);
+                    let mass = p.get(i, j);
+                    if mass > 0.0 {
+                        entries.push(PlanEntry { i, j, mass });
+                    }
                 }
             }
-            Ok((t, sol.transport_cost[0]))
+            Ok(Plan {
+                entries,
+                cost: sol.transport_cost[0],
+            })
         }
     }
+}
+
+/// `out[:, i] += w(π_ij) · y[:, j]` over the plan's entries: one term of the barycentric
+/// projection `Σ_s λ_s diag(1/b) π_s Y_s` (`w(π_ij) = λ_s π_ij / b_i`, evaluated in the
+/// caller's order of operations).
+pub(crate) fn add_projection(
+    plan: &[PlanEntry],
+    weight: impl Fn(&PlanEntry) -> f64,
+    y: &Batch<f64>,
+    out: &mut Batch<f64>,
+) {
+    for e in plan {
+        let w = weight(e);
+        for (o, &v) in out.col_mut(e.i).iter_mut().zip(y.col(e.j)) {
+            *o += w * v;
+        }
+    }
+}
+
+/// The plan between `(b, x)` and `cloud` for the squared Euclidean cost.
+fn plan(x: &Batch<f64>, b: &[f64], cloud: &PointCloud<f64>, inner: &InnerOt) -> Result<Plan> {
+    let c = cost_matrix_row_major(x, cloud.points(), Cost::SqEuclidean);
+    inner_plan(
+        &c,
+        b,
+        cloud.weights(),
+        inner,
+        ("init", "clouds"),
+        "free_support_barycenter",
+    )
 }
 
 /// An inner Sinkhorn that stopped on its iteration cap before its tolerance returns a
@@ -208,21 +258,13 @@ pub fn free_support_barycenter(
     while displacement > cfg.tol && disp.len() < cfg.max_iter {
         let mut t_sum = Batch::zeros(dim, n);
         for (cloud, &l) in clouds.iter().zip(lambdas) {
-            let (t, _) = plan(&x, b, cloud, &cfg.inner)?;
-            let m = cloud.len();
-            // t_sum[:, i] += λ / b_i Σ_j T_ij y_j
-            for i in 0..n {
-                let s = l / b[i];
-                let row = &t[i * m..(i + 1) * m];
-                let out = t_sum.col_mut(i);
-                for (j, &tij) in row.iter().enumerate() {
-                    if tij != 0.0 {
-                        for (o, &yv) in out.iter_mut().zip(cloud.point(j)) {
-                            *o += s * tij * yv;
-                        }
-                    }
-                }
-            }
+            let p = plan(&x, b, cloud, &cfg.inner)?;
+            add_projection(
+                &p.entries,
+                |e| l / b[e.i] * e.mass,
+                cloud.points(),
+                &mut t_sum,
+            );
         }
         displacement = t_sum
             .as_slice()
@@ -235,7 +277,7 @@ pub fn free_support_barycenter(
     }
     let mut objective = 0.0;
     for (cloud, &l) in clouds.iter().zip(lambdas) {
-        objective += l * plan(&x, b, cloud, &cfg.inner)?.1;
+        objective += l * plan(&x, b, cloud, &cfg.inner)?.cost;
     }
     Ok(FreeSupportBarycenter {
         cloud: init.with_points(x)?,

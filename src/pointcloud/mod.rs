@@ -31,6 +31,7 @@
 //! ```
 
 mod cost;
+pub mod dictionary;
 mod divergence;
 mod fit;
 mod free_support;

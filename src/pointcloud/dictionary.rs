@@ -103,7 +103,7 @@
 //! ```
 //! use wassdl::Batch;
 //! use wassdl::dictionary::NoObserver;
-//! use wassdl::pointcloud_dictionary::{MinibatchConfig, MinibatchDictionary};
+//! use wassdl::pointcloud::dictionary::{MinibatchConfig, MinibatchDictionary};
 //! // two datasets: a cloud around 0 and the same cloud moved to 4
 //! let base: Vec<f64> = (0..16).map(|i| i as f64 / 16.0).collect();
 //! let d0 = Batch::from_vec(1, 16, base.clone());
@@ -117,14 +117,13 @@
 //! assert_eq!(dict.weights().shape(), (2, 2));
 //! ```
 
+use super::free_support::{add_projection, inner_plan, Plan};
 use crate::batch::Batch;
 use crate::dictionary::{Control, IterationInfo, Observer, WeightInit};
-use crate::emd::{emd, PlanEntry};
+use crate::emd::PlanEntry;
 use crate::error::{Error, Result};
-use crate::kernel::DenseKernel;
-use crate::pointcloud::{cost_matrix_row_major, emd_error, Cost, InnerOt, PointCloud};
+use crate::pointcloud::{cost_matrix_row_major, Cost, InnerOt, PointCloud};
 use crate::real::Real;
-use crate::sinkhorn::{sinkhorn, SinkhornConfig};
 use crate::tape::softmax_cols;
 use crate::validate;
 use rand::rngs::StdRng;
@@ -845,15 +844,10 @@ fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     out.into_iter().flatten().collect()
 }
 
-/// An OT plan (sparse, rows × cols) and its transport cost `⟨π, C⟩`.
-struct Plan {
-    entries: Vec<PlanEntry>,
-    cost: f64,
-}
-
-/// Exact or entropic OT between uniform weights `1/n` and `1/m` for the row-major
-/// `n × m` cost `c`; `names` name the two sides in errors.
-fn inner_plan(
+/// [`inner_plan`] between uniform weights `1/n` and `1/m` for the row-major `n × m` cost
+/// `c`; `names` name the two sides in errors. Entropic solves are checked for
+/// convergence, as in [`crate::pointcloud::free_support_barycenter`].
+fn uniform_plan(
     c: &[f64],
     n: usize,
     m: usize,
@@ -862,53 +856,7 @@ fn inner_plan(
 ) -> Result<Plan> {
     let a = vec![1.0 / n as f64; n];
     let b = vec![1.0 / m as f64; m];
-    match *inner {
-        InnerOt::Exact { max_iter } => {
-            let sol =
-                emd(&a, &b, c, max_iter).map_err(|e| emd_error(e, (names.0, &a), (names.1, &b)))?;
-            Ok(Plan {
-                entries: sol.plan,
-                cost: sol.cost,
-            })
-        }
-        InnerOt::Entropic { reg, stop } => {
-            let cm = Batch::from_fn(n, m, |i, j| c[i * m + j]);
-            let k = DenseKernel::new(cm.view(), reg)?;
-            let cfg = SinkhornConfig {
-                log_domain: true,
-                stop,
-                plan: true,
-            };
-            let sol = sinkhorn(
-                &k,
-                &Batch::from_vec(n, 1, a),
-                &Batch::from_vec(m, 1, b),
-                &cfg,
-                None,
-            )?;
-            let p = sol
-                .plans
-                .and_then(|mut v| v.pop())
-                .ok_or(Error::Numerical {
-                    solver: "pointcloud_dictionary",
-                    iteration: 0,
-                    message: "sinkhorn returned no plan".into(),
-                })?;
-            let mut entries = Vec::new();
-            for i in 0..n {
-                for j in 0..m {
-                    let mass = p.get(i, j);
-                    if mass > 0.0 {
-                        entries.push(PlanEntry { i, j, mass });
-                    }
-                }
-            }
-            Ok(Plan {
-                entries,
-                cost: sol.transport_cost[0],
-            })
-        }
-    }
+    inner_plan(c, &a, &b, inner, names, "pointcloud_dictionary")
 }
 
 /// The label-aware cost between `(x, y)` (rows) and `(x', y')` (columns), row-major,
@@ -975,18 +923,12 @@ fn joint_barycenter(
                 continue;
             }
             let (c, _) = joint_cost(&x, y.as_ref(), &atom.points, atom.labels(), s.label_weight);
-            let p = inner_plan(&c, nb, atom.len(), &s.inner, ("barycenter", "atoms"))?;
-            for e in &p.entries {
-                // λ_k π_ij / b_i with b_i = 1/n_B
-                let w = lambda[k] * e.mass * nbf;
-                for (o, &v) in xn.col_mut(e.i).iter_mut().zip(atom.points.col(e.j)) {
-                    *o += w * v;
-                }
-                if let (Some(yn), Some(al)) = (yn.as_mut(), atom.labels()) {
-                    for (o, &v) in yn.col_mut(e.i).iter_mut().zip(al.col(e.j)) {
-                        *o += w * v;
-                    }
-                }
+            let p = uniform_plan(&c, nb, atom.len(), &s.inner, ("barycenter", "atoms"))?;
+            // λ_k π_ij / b_i with b_i = 1/n_B
+            let w = |e: &PlanEntry| lambda[k] * e.mass * nbf;
+            add_projection(&p.entries, w, &atom.points, &mut xn);
+            if let (Some(yn), Some(al)) = (yn.as_mut(), atom.labels()) {
+                add_projection(&p.entries, w, al, yn);
             }
             plans[k] = p.entries;
         }
@@ -1041,7 +983,7 @@ fn dataset_term(
         bar.y.as_ref(),
         s.label_weight,
     );
-    let plan = inner_plan(&c, q.len(), nb, &s.inner, ("datasets", "barycenter"))?;
+    let plan = uniform_plan(&c, q.len(), nb, &s.inner, ("datasets", "barycenter"))?;
     if !want_grad {
         return Ok(Term {
             loss: plan.cost,
@@ -1157,7 +1099,7 @@ impl Adam {
 /// stream: the fit gives every dataset such a sampler, seeded from [`MinibatchConfig::seed`].
 ///
 /// ```
-/// use wassdl::pointcloud_dictionary::{MinibatchSampler, Sampling};
+/// use wassdl::pointcloud::dictionary::{MinibatchSampler, Sampling};
 /// let mut s = MinibatchSampler::new(6, Sampling::WithoutReplacement, 0).unwrap();
 /// let (a, b, c) = (s.next_batch(2), s.next_batch(2), s.next_batch(2));
 /// let mut all = [a, b, c].concat();
