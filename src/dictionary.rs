@@ -698,8 +698,8 @@ impl<T: Real> Shared<'_, T> {
                 solver: "dictionary learning",
                 iteration: 0,
                 message: format!(
-                    "the loss is {loss}: a reconstruction vanishes where the data does not \
-                     (KL loss) or the barycenters overflowed"
+                    "the loss is {loss}: the data vanishes on a bin where a reconstruction \
+                     does not (KL loss) or the barycenters overflowed"
                 ),
             });
         }

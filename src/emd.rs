@@ -116,6 +116,15 @@ pub enum EmdError {
         /// Pivots performed before giving up (equal to `max_iter`).
         iterations: usize,
     },
+    /// The solve ended on a result that is not a solution: a non-finite cost or
+    /// potential, or a plan that does not carry the mass (costs near the float limit
+    /// overflow the simplex's potentials, sums of up to `n1 + n2` costs).
+    NonFiniteResult {
+        /// What was wrong, e.g. `"potential f[1] is NaN"`.
+        what: String,
+        /// Pivots performed.
+        iterations: usize,
+    },
 }
 
 impl fmt::Display for EmdError {
@@ -138,6 +147,10 @@ impl fmt::Display for EmdError {
             EmdError::MaxIterations { iterations } => write!(
                 f,
                 "network simplex did not converge within {iterations} pivots (raise max_iter)"
+            ),
+            EmdError::NonFiniteResult { what, .. } => write!(
+                f,
+                "no usable solution: {what}; the costs are too close to the float limit, rescale them"
             ),
         }
     }
@@ -339,6 +352,10 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
     f.iter_mut().for_each(|x| *x += shift);
     g.iter_mut().for_each(|x| *x -= shift);
 
+    check_result(total_cost, &plan, &f, &g, sum_a).map_err(|what| EmdError::NonFiniteResult {
+        what,
+        iterations: ns.iterations,
+    })?;
     Ok(EmdSolution {
         cost: total_cost,
         plan,
@@ -346,6 +363,34 @@ pub fn emd(a: &[f64], b: &[f64], cost: &[f64], max_iter: usize) -> Result<EmdSol
         g,
         iterations: ns.iterations,
     })
+}
+
+/// A result is returned only if it is one: finite cost and potentials, and a plan that
+/// carries the mass `sum_a` (a simplex whose potentials overflowed can end on an empty
+/// basis with cost 0 and NaN potentials, which must not pass for an optimum).
+fn check_result(
+    cost: f64,
+    plan: &[PlanEntry],
+    f: &[f64],
+    g: &[f64],
+    sum_a: f64,
+) -> Result<(), String> {
+    if !cost.is_finite() {
+        return Err(format!("the optimal cost is {cost}"));
+    }
+    for (name, pot) in [("f", f), ("g", g)] {
+        if let Some(k) = pot.iter().position(|x| !x.is_finite()) {
+            return Err(format!("potential {name}[{k}] is {}", pot[k]));
+        }
+    }
+    let moved = neumaier_sum(plan.iter().map(|p| p.mass));
+    // The plan is rebuilt from the final basis: its mass is `sum_a` to a few ulps per
+    // entry (at most n1 + n2 entries); 1e-9 relative is far above that rounding and far
+    // below any lost mass.
+    if !(moved.is_finite() && (moved - sum_a).abs() <= 1e-9 * sum_a) {
+        return Err(format!("the plan moves a mass of {moved}, not {sum_a}"));
+    }
+    Ok(())
 }
 
 /// Euclidean projection of `v` onto the probability simplex

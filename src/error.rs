@@ -159,6 +159,11 @@ impl From<crate::emd::EmdError> for Error {
                 iteration: iterations,
                 message: "the network simplex hit its pivot limit; raise max_iter".into(),
             },
+            e @ E::NonFiniteResult { iterations, .. } => Error::Numerical {
+                solver: "emd",
+                iteration: iterations,
+                message: e.to_string(),
+            },
         }
     }
 }

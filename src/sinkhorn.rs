@@ -181,7 +181,7 @@ pub(crate) fn sinkhorn_masses<T: Real>(
                 solver: "sinkhorn",
                 iteration: l,
                 message: format!(
-                    "non-finite scaling at ({row}, {col}): the kernel underflowed; use the log domain or a larger γ"
+                    "non-finite scaling at histogram {col}, bin {row}: the kernel underflowed; use the log domain or a larger γ"
                 ),
             });
         }
@@ -230,10 +230,53 @@ pub(crate) fn sinkhorn_masses<T: Real>(
             )
         };
         let mass: T = r.col(j).iter().fold(T::zero(), |s, &x| s + x);
-        cost.push(dot(f.col(j), r.col(j)) + dot(g.col(j), c.col(j)) - gamma * mass);
+        let cj = dot(f.col(j), r.col(j)) + dot(g.col(j), c.col(j)) - gamma * mass;
+        // Each term can be finite and their sum overflow (γ and the costs near the float
+        // limit): the objective is then not a number to return.
+        if !cj.is_finite() {
+            return Err(Error::Numerical {
+                solver: "sinkhorn",
+                iteration: iterations,
+                message: format!(
+                    "the regularized cost of pair {j} is {} (⟨T, C⟩ = {:e}, γ = {:e}): it is \
+                     beyond the range of {}; rescale the cost and γ",
+                    cj.to_f64_(),
+                    tc.to_f64_(),
+                    gamma.to_f64_(),
+                    T::NAME
+                ),
+            });
+        }
+        cost.push(cj);
         transport_cost.push(tc);
     }
-    let plans = cfg.plan.then(|| {
+    // A potential is `-∞` exactly where its marginal is zero and finite elsewhere; NaN,
+    // `+∞`, or `-∞` on a bin with mass is a diverged solve, never a result.
+    for (name, pot, marg) in [("f", &f, a), ("g", &g, b)] {
+        let bad = pot
+            .as_slice()
+            .iter()
+            .zip(marg.as_slice())
+            .position(|(&p, &m)| !(p.is_finite() || (p == T::neg_infinity() && m == T::zero())));
+        if let Some(k) = bad {
+            let rows = pot.rows().max(1);
+            return Err(Error::Numerical {
+                solver: "sinkhorn",
+                iteration: iterations,
+                message: format!(
+                    "the potential {name} is {} at pair {}, bin {} (γ = {:e}): the scalings \
+                     under- or overflowed, or the cost or γ is beyond the range of {}; use the \
+                     log domain, or rescale them",
+                    pot.as_slice()[k].to_f64_(),
+                    k / rows,
+                    k % rows,
+                    gamma.to_f64_(),
+                    T::NAME
+                ),
+            });
+        }
+    }
+    let plans: Option<Vec<Batch<T>>> = cfg.plan.then(|| {
         let cm = kernel.cost_matrix();
         (0..bcols)
             .map(|j| {
@@ -243,6 +286,19 @@ pub(crate) fn sinkhorn_masses<T: Real>(
             })
             .collect()
     });
+    if let Some(plans) = &plans {
+        for (j, p) in plans.iter().enumerate() {
+            if let Some((i, k)) = p.first_non_finite() {
+                return Err(Error::Numerical {
+                    solver: "sinkhorn",
+                    iteration: iterations,
+                    message: format!(
+                        "the plan of pair {j} is not finite at [{i}, {k}]; rescale the cost and γ"
+                    ),
+                });
+            }
+        }
+    }
     Ok(OtSolution {
         cost,
         transport_cost,

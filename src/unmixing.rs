@@ -183,6 +183,17 @@ impl MixtureProblem {
             (UnmixingSolver::Entropic { stop, .. }, Some(k)) => self.entropic(k, &a, stop, warm)?,
             (UnmixingSolver::Entropic { .. }, None) => unreachable!("kernel built in new()"),
         };
+        if !loss.is_finite() || u.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Numerical {
+                solver: "unmix",
+                iteration: 0,
+                message: format!(
+                    "the OT cost ({loss:e}) or its potential is not finite: the cost \
+                     matrix (largest |C| = {:e}) is beyond the range of f64; rescale it",
+                    self.cost_max
+                ),
+            });
+        }
         // POT's registered gradient: u − mean(u).
         let mean = u.iter().sum::<f64>() / u.len() as f64;
         u.iter_mut().for_each(|x| *x -= mean);
@@ -215,7 +226,20 @@ impl MixtureProblem {
         let ab = Batch::from_vec(a.len(), 1, a.to_vec());
         let bb = Batch::from_vec(self.b.len(), 1, self.b.clone());
         let sol = sinkhorn(k, &ab, &bb, &cfg, warm.as_ref().map(|(f, g)| (f, g)))?;
-        crate::pointcloud::check_converged(&stop, sol.error, sol.iterations, "unmix")?;
+        if let Stop::Tolerance { tol, max_iter } = stop {
+            // NaN errors fail too
+            if sol.error.is_nan() || sol.error >= tol {
+                return Err(Error::Numerical {
+                    solver: "sinkhorn",
+                    iteration: sol.iterations,
+                    message: format!(
+                        "the entropic OT did not converge: marginal error {:e} > `tol` = {tol:e} \
+                         after `max_iter` = {max_iter} iterations; raise `max_iter` or `reg`",
+                        sol.error
+                    ),
+                });
+            }
+        }
         let g_over = sol.g.map(|x| x / reg);
         let lk = apply_log_new(k, &g_over, false);
         let f: Vec<f64> = lk.as_slice().iter().map(|&l| -reg * l).collect();
@@ -261,6 +285,13 @@ pub fn unmix(
     cfg: &UnmixingConfig,
 ) -> Result<Unmixing> {
     validate::positive("lr", cfg.lr)?;
+    if cfg.iterations == 0 {
+        return Err(Error::InvalidParameter {
+            arg: "iterations",
+            requirement: ">= 1",
+            value: 0.0,
+        });
+    }
     let problem = MixtureProblem::new(h, target, cost, cfg.solver)?;
     let k = problem.sources();
     let mut w = match init {
@@ -274,8 +305,8 @@ pub fn unmix(
     };
     let mut losses = Vec::with_capacity(cfg.iterations);
     let mut warm = None;
-    for _ in 0..cfg.iterations {
-        let (loss, grad) = problem.eval(&w, &mut warm)?;
+    for it in 1..=cfg.iterations {
+        let (loss, grad) = problem.eval(&w, &mut warm).map_err(|e| at_step(e, it))?;
         losses.push(loss);
         let step: Vec<f64> = w
             .iter()
@@ -283,8 +314,44 @@ pub fn unmix(
             .map(|(&wi, &gi)| wi - cfg.lr * gi)
             .collect();
         w = proj_simplex(&step);
+        // A step lr·∇ far above 1 leaves the weights below the float resolution of the
+        // step: the projection then rounds off the simplex (or to NaN), and the next
+        // solve would see a mixture of the wrong mass. That is the step's fault.
+        let sum = validate::sum_f64(&w);
+        if !(sum.is_finite() && (sum - 1.0).abs() <= validate::simplex_tol(k)) {
+            let gmax = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+            return Err(Error::Numerical {
+                solver: "unmix",
+                iteration: it,
+                message: format!(
+                    "the step `lr` × gradient = {:e} × {gmax:e} is beyond the float precision \
+                     of the weights: their projection onto the simplex sums to {sum:e}; lower \
+                     `lr` (or rescale the cost)",
+                    cfg.lr
+                ),
+            });
+        }
     }
     Ok(Unmixing { weights: w, losses })
+}
+
+/// An inner solver's failure at projected-gradient step `it`, reported as the unmixing's
+/// (its own iteration count would read as the step's).
+fn at_step(e: Error, it: usize) -> Error {
+    match e {
+        Error::Numerical {
+            solver, message, ..
+        } => Error::Numerical {
+            solver: "unmix",
+            iteration: it,
+            message: if solver == "unmix" {
+                message
+            } else {
+                format!("{solver}: {message}")
+            },
+        },
+        other => other,
+    }
 }
 
 /// [`unmix`] for point clouds: the sources' points are stacked into one support (their

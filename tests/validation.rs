@@ -591,3 +591,224 @@ proptest! {
         }
     }
 }
+
+// ---- Issue 12: a non-finite result is an error, never a value ------------------------
+
+/// A cost entry equal to the largest float used to give `Ok` with cost 0, an empty plan
+/// and NaN potentials: the simplex's potentials (sums of costs) overflowed.
+#[test]
+fn emd_refuses_a_result_that_is_not_finite() {
+    let c = [0.0, f64::MAX, 1.0, 0.0];
+    let r = emd::emd(&[0.5, 0.5], &[0.5, 0.5], &c, 1000);
+    match r {
+        Err(emd::EmdError::NonFiniteResult { what, .. }) => {
+            assert!(what.contains("NaN") || what.contains("mass"), "{what}")
+        }
+        other => panic!("expected NonFiniteResult, got {other:?}"),
+    }
+    // the same through wassdl::Error: one line, Numerical, naming emd
+    let e = Error::from(emd::emd(&[0.5, 0.5], &[0.5, 0.5], &c, 1000).unwrap_err());
+    assert!(matches!(e, Error::Numerical { solver: "emd", .. }), "{e:?}");
+    assert!(!e.to_string().contains('\n'));
+}
+
+/// γ = 1e308 with costs ±1.5e308: every term of the objective is finite, their sum is
+/// not (it was returned as a NaN or −∞ cost, in both domains).
+#[test]
+fn sinkhorn_refuses_a_cost_beyond_the_float_range() {
+    let c = Batch::from_vec(2, 2, vec![1.5e308, -1.5e308, -1.5e308, 1.5e308]);
+    let k = DenseKernel::new(c.view(), 1e308).unwrap();
+    let h = Batch::from_vec(2, 1, vec![0.5, 0.5]);
+    for log_domain in [false, true] {
+        let cfg = SinkhornConfig {
+            log_domain,
+            ..Default::default()
+        };
+        match sinkhorn(&k, &h, &h, &cfg, None) {
+            Err(Error::Numerical {
+                solver: "sinkhorn",
+                message,
+                ..
+            }) => assert!(
+                message.contains("not finite") || message.contains("range"),
+                "{message}"
+            ),
+            other => panic!("log_domain {log_domain}: expected Numerical, got {other:?}"),
+        }
+    }
+}
+
+/// Sources, target and cost of the unmixing tests that exposed issue 12's item 6.
+fn mixture(scale: f64) -> (Batch<f64>, Vec<f64>, Batch<f64>) {
+    let h = Batch::from_vec(3, 3, vec![0.2, 0.3, 0.5, 0.6, 0.3, 0.1, 0.1, 0.1, 0.8]);
+    let x = [0.0, 0.5, 1.0];
+    let c = Batch::from_fn(3, 3, |i, j| (x[i] - x[j]) * (x[i] - x[j]) * scale);
+    (h, vec![0.3, 0.3, 0.4], c)
+}
+
+/// A step `lr · ∇` far beyond 1 rounds the projection off the simplex: that used to
+/// reach the inner solver as "the two measures carry different total mass (4.3e17 vs 1)".
+/// It is the step's fault, and the error says so (naming `lr`) at the step it happened.
+#[test]
+fn unmix_step_beyond_float_precision_names_lr_not_the_masses() {
+    for (scale, lr) in [(1.0, 1e18), (1e306, 2e-3)] {
+        let (h, y, c) = mixture(scale);
+        let cfg = unmixing::UnmixingConfig {
+            lr,
+            iterations: 5,
+            ..Default::default()
+        };
+        match unmixing::unmix(&h, &y, &c, None, &cfg) {
+            Err(Error::Numerical {
+                solver: "unmix",
+                iteration,
+                message,
+            }) => {
+                assert!(message.contains("`lr`"), "{message}");
+                assert!((1..=5).contains(&iteration), "{iteration}");
+            }
+            other => panic!("scale {scale}, lr {lr}: expected Numerical, got {other:?}"),
+        }
+    }
+    // zero steps are refused, as a zero iteration count is everywhere else
+    let (h, y, c) = mixture(1.0);
+    let cfg = unmixing::UnmixingConfig {
+        iterations: 0,
+        ..Default::default()
+    };
+    expect_invalid(unmixing::unmix(&h, &y, &c, None, &cfg), "iterations");
+}
+
+/// The inner Sinkhorn's non-convergence is reported at the projected-gradient step, with
+/// the parameter names of the unmixing (`max_iter`, `reg`), not as the unmixing failing
+/// "at iteration 10000".
+#[test]
+fn unmix_inner_failure_is_dated_by_the_step() {
+    let (h, y, c) = mixture(1.0);
+    let cfg = unmixing::UnmixingConfig {
+        lr: 0.1,
+        iterations: 3,
+        solver: unmixing::UnmixingSolver::Entropic {
+            reg: 1e-300,
+            stop: Stop::Tolerance {
+                tol: 1e-9,
+                max_iter: 50,
+            },
+        },
+    };
+    match unmixing::unmix(&h, &y, &c, None, &cfg) {
+        Err(Error::Numerical {
+            solver: "unmix",
+            iteration,
+            message,
+        }) => {
+            assert!(iteration <= 3, "{iteration}: {message}");
+            assert!(
+                message.contains("`max_iter`") && message.contains("`reg`"),
+                "{message}"
+            );
+        }
+        // Converging is fine too (then every output is finite).
+        Ok(r) => assert!(r.weights.iter().chain(&r.losses).all(|x| x.is_finite())),
+        other => panic!("expected Numerical at a step, got {other:?}"),
+    }
+}
+
+/// Masses are summed in f64: a million-bin histogram normalized in f32 loses ~3e-2 of
+/// its mass when summed in f32 (each addition to a sum near 1 rounds 1e-6 by ~0.4 ulp
+/// the same way), far beyond the √n · 1e-6 = 1e-3 tolerance, though its exact mass is
+/// 1 within 1e-8.
+#[test]
+fn simplex_check_sums_in_f64() {
+    let n = 1_000_000;
+    let x = Batch::from_vec(n, 1, vec![1.0f32 / n as f32; n]);
+    let exact: f64 = x.as_slice().iter().map(|&v| v as f64).sum();
+    assert!((exact - 1.0).abs() < 1e-7, "{exact}");
+    let naive = x.as_slice().iter().fold(0.0f32, |s, &v| s + v);
+    assert!(
+        (naive as f64 - 1.0).abs() > validate::simplex_tol(n),
+        "{naive}"
+    );
+    validate::simplex_columns("a", &x).unwrap();
+    assert_eq!(validate::sum_f64(&[1e16f64, 1.0, -1e16]), 1.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Issue 12, item 10: random costs up to the float limit and γ over 600 orders of
+    /// magnitude (1e-300 .. 1e300). Every solver either returns an error or a result that
+    /// is finite throughout (cost, transport cost, potentials where the marginal has
+    /// mass): never a finite-looking output with a NaN or an infinity inside.
+    #[test]
+    fn results_are_finite_or_errors(
+        n1 in 2usize..5,
+        n2 in 2usize..5,
+        exps in prop::collection::vec((-300i32..=308, 1.0f64..1.79, any::<bool>()), 16),
+        gexp in -300i32..=300,
+        gman in 1.0f64..10.0,
+        wa in prop::collection::vec(0.05f64..1.0, 4),
+        wb in prop::collection::vec(0.05f64..1.0, 4),
+        log_domain in any::<bool>(),
+        lr_exp in -3i32..=20,
+    ) {
+        let cost = Batch::from_fn(n1, n2, |i, j| {
+            let (e, m, neg) = exps[(i * n2 + j) % exps.len()];
+            let v = m * 10f64.powi(e);
+            if neg { -v } else { v }
+        });
+        let gamma = gman * 10f64.powi(gexp);
+        let norm = |w: &[f64]| {
+            let s: f64 = w.iter().sum();
+            w.iter().map(|x| x / s).collect::<Vec<_>>()
+        };
+        let (a, b) = (norm(&wa[..n1]), norm(&wb[..n2]));
+        let (ab, bb) = (Batch::from_vec(n1, 1, a.clone()), Batch::from_vec(n2, 1, b.clone()));
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+
+        if let Ok(k) = DenseKernel::new(cost.view(), gamma) {
+            let cfg = SinkhornConfig {
+                log_domain,
+                stop: Stop::Tolerance { tol: 1e-9, max_iter: 200 },
+                plan: true,
+            };
+            if let Ok(ot) = sinkhorn(&k, &ab, &bb, &cfg, None) {
+                prop_assert!(finite(&ot.cost), "cost {:?}", ot.cost);
+                prop_assert!(finite(&ot.transport_cost), "transport {:?}", ot.transport_cost);
+                prop_assert!(finite(ot.f.as_slice()) && finite(ot.g.as_slice()),
+                    "f {:?} g {:?}", ot.f, ot.g);
+                prop_assert!(ot.error.is_finite());
+                for p in ot.plans.iter().flatten() {
+                    prop_assert!(finite(p.as_slice()), "plan {:?}", p);
+                }
+            }
+        }
+
+        let rm: Vec<f64> = (0..n1).flat_map(|i| (0..n2).map(move |j| (i, j)))
+            .map(|(i, j)| cost.get(i, j)).collect();
+        if let Ok(sol) = emd::emd(&a, &b, &rm, 10_000) {
+            prop_assert!(sol.cost.is_finite(), "emd cost {}", sol.cost);
+            prop_assert!(finite(&sol.f) && finite(&sol.g), "emd f {:?} g {:?}", sol.f, sol.g);
+            let moved: f64 = sol.plan.iter().map(|p| p.mass).sum();
+            prop_assert!((moved - 1.0).abs() < 1e-9, "emd plan mass {}", moved);
+        }
+
+        // Unmixing the target from two sources (a and the uniform histogram), exact and
+        // entropic, with steps up to 1e20.
+        let h = Batch::from_fn(n1, 2, |i, s| if s == 0 { a[i] } else { 1.0 / n1 as f64 });
+        for solver in [
+            unmixing::UnmixingSolver::Exact { max_iter: 10_000 },
+            unmixing::UnmixingSolver::Entropic {
+                reg: gamma,
+                stop: Stop::Tolerance { tol: 1e-6, max_iter: 200 },
+            },
+        ] {
+            let cfg = unmixing::UnmixingConfig { lr: 10f64.powi(lr_exp), iterations: 3, solver };
+            if let Ok(r) = unmixing::unmix(&h, &b, &cost, None, &cfg) {
+                prop_assert!(finite(&r.weights) && finite(&r.losses), "{:?}", r);
+                let s: f64 = r.weights.iter().sum();
+                prop_assert!((s - 1.0).abs() < 1e-6, "weights {:?}", r.weights);
+            }
+        }
+    }
+}

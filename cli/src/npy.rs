@@ -409,12 +409,38 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<(Header, usize), String> {
     ))
 }
 
+/// Spellings of float32 and float64 that NumPy's reader accepts beyond the canonical
+/// `'<f4'`, `'>f8'`, ... (checked with NumPy 2.4's `np.lib.format.read_array`): the
+/// byte-order marks `=` (native) and `|` (not applicable, read as native) or none, the
+/// one-letter codes `f` and `d` (with any mark), and the names `float32`, `single`,
+/// `float64`, `double`.
+fn native_alias(descr: &str) -> Option<Dtype> {
+    match descr {
+        "float32" | "single" => return Some(Dtype::F32),
+        "float64" | "double" => return Some(Dtype::F64),
+        _ => {}
+    }
+    let body = descr.strip_prefix(['<', '>', '=', '|']).unwrap_or(descr);
+    let canonical_mark = descr.len() != body.len() && matches!(&descr[..1], "<" | ">");
+    match body {
+        "f" => Some(Dtype::F32),
+        "d" => Some(Dtype::F64),
+        // `<f4` and `>f8` are canonical (read by npyz); `=`, `|` or no mark are aliases.
+        "f4" if !canonical_mark => Some(Dtype::F32),
+        "f8" if !canonical_mark => Some(Dtype::F64),
+        _ => None,
+    }
+}
+
 /// The supported dtype of a descr, or a message naming the unsupported one.
 fn dtype_of(descr: &str) -> std::result::Result<Dtype, String> {
     match descr {
         "<f4" | ">f4" => return Ok(Dtype::F32),
         "<f8" | ">f8" => return Ok(Dtype::F64),
         _ => {}
+    }
+    if let Some(d) = native_alias(descr) {
+        return Ok(d);
     }
     let body = descr.trim_start_matches(['<', '>', '|', '=']);
     let name = match body {
@@ -438,6 +464,23 @@ fn dtype_of(descr: &str) -> std::result::Result<Dtype, String> {
     } else {
         format!("dtype {name} ('{descr}') is not supported (float32 or float64 expected)")
     })
+}
+
+/// The values of an aliased descr ([`native_alias`]): little-endian after `<`,
+/// big-endian after `>`, native otherwise.
+fn native_values<T, const N: usize>(
+    data: &[u8],
+    descr: &str,
+    [ne, le, be]: [fn([u8; N]) -> T; 3],
+) -> Vec<T> {
+    let read = match descr.as_bytes().first() {
+        Some(b'<') => le,
+        Some(b'>') => be,
+        _ => ne,
+    };
+    data.chunks_exact(N)
+        .map(|c| read(c.try_into().expect("chunks of N bytes")))
+        .collect()
 }
 
 /// C-order copy of Fortran-order data: element `[i, j, k]` sits at `i + p (j + q k)`.
@@ -504,9 +547,36 @@ pub fn parse_npy(bytes: &[u8], origin: &str) -> Result<NpyArray> {
             }
         )));
     }
-    let data = match dtype {
-        Dtype::F32 => NpyData::F32(decode::<f32>(bytes, &h.shape, h.fortran).map_err(err)?),
-        Dtype::F64 => NpyData::F64(decode::<f64>(bytes, &h.shape, h.fortran).map_err(err)?),
+    let canonical = matches!(h.descr.as_str(), "<f4" | ">f4" | "<f8" | ">f8");
+    let data = match (dtype, canonical) {
+        (Dtype::F32, true) => NpyData::F32(decode::<f32>(bytes, &h.shape, h.fortran).map_err(err)?),
+        (Dtype::F64, true) => NpyData::F64(decode::<f64>(bytes, &h.shape, h.fortran).map_err(err)?),
+        // npyz knows only `<`, `>` and `|`-for-bytes: the aliases are read here, from the
+        // header this module parsed and the exact byte count checked above.
+        (Dtype::F32, false) => {
+            let v = native_values(
+                &bytes[offset..],
+                &h.descr,
+                [f32::from_ne_bytes, f32::from_le_bytes, f32::from_be_bytes],
+            );
+            NpyData::F32(if h.fortran {
+                fortran_to_c(&h.shape, v)
+            } else {
+                v
+            })
+        }
+        (Dtype::F64, false) => {
+            let v = native_values(
+                &bytes[offset..],
+                &h.descr,
+                [f64::from_ne_bytes, f64::from_le_bytes, f64::from_be_bytes],
+            );
+            NpyData::F64(if h.fortran {
+                fortran_to_c(&h.shape, v)
+            } else {
+                v
+            })
+        }
     };
     Ok(NpyArray {
         shape: h.shape,

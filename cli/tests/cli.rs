@@ -256,10 +256,17 @@ fn float32_files_run_in_float32_unless_f64_is_asked() {
     assert_eq!(summary["precision"], "float64");
     let cm = faer::Mat::from_fn(n1, n2, |i, j| c[i * n2 + j] as f64);
     let k = DenseKernel::<f64>::new(cm.as_ref(), 0.1).unwrap();
+    // float32 histograms computed in float64 are divided by their float64 masses, so
+    // that their float32 rounding (~1e-7) does not floor the float64 marginal error
+    let unit = |x: &[f32]| {
+        let v = f64s(x);
+        let t = wassdl::validate::sum_f64(&v);
+        v.iter().map(|y| y / t).collect::<Vec<_>>()
+    };
     let lib = sinkhorn(
         &k,
-        &Batch::from_vec(n1, 1, f64s(&a)),
-        &Batch::from_vec(n2, 1, f64s(&b)),
+        &Batch::from_vec(n1, 1, unit(&a)),
+        &Batch::from_vec(n2, 1, unit(&b)),
         &cfg,
         None,
     )
@@ -674,6 +681,9 @@ fn every_bad_input_is_one_line_naming_the_file() {
         );
     }
     // weights that do not match the atoms, a cost that does not match the histograms
+    // (barycenters are written as .npy)
+    let out_npy = dir.join("out.npy");
+    let so = s(&out_npy);
     let w3 = save(&dir, "w3.npy", &[3], vec![0.2, 0.3, 0.5]);
     fails(
         &[
@@ -745,7 +755,7 @@ fn every_bad_input_is_one_line_naming_the_file() {
         &["--out", "does not exist"],
     );
     // no failed run left an output behind
-    assert!(!out.exists());
+    assert!(!out.exists() && !out_npy.exists());
 }
 
 #[test]
@@ -1515,7 +1525,7 @@ fn dictionary_and_unmix_errors_are_one_line_naming_the_file() {
             "--max-iters",
             "9",
             "--out",
-            so,
+            s(&dir.join("m2.json")),
         ],
         1,
         &[so, "without checkpoint state"],
@@ -1555,20 +1565,34 @@ fn dictionary_and_unmix_errors_are_one_line_naming_the_file() {
             "--data",
             sd,
             "--out",
-            so,
+            s(&dir.join("w.npy")),
         ],
         1,
         &["--model", s(&missing), "no such file"],
     );
     fails(
-        &["transform", "--model", sd, "--data", sd, "--out", so],
+        &[
+            "transform",
+            "--model",
+            sd,
+            "--data",
+            sd,
+            "--out",
+            s(&dir.join("w.npy")),
+        ],
         1,
         &["--model", sd, "not a text (JSON) file"],
     );
     let not_model = dir.join("x.json");
     std::fs::write(&not_model, "{\"a\": 1}").unwrap();
     fails(
-        &["reconstruct", "--model", s(&not_model), "--out", so],
+        &[
+            "reconstruct",
+            "--model",
+            s(&not_model),
+            "--out",
+            s(&dir.join("p.npy")),
+        ],
         1,
         &[s(&not_model), "not a wassdl model file"],
     );
@@ -1683,4 +1707,853 @@ fn dictionary_and_unmix_errors_are_one_line_naming_the_file() {
         &[s(&hbad), "row 1 sums to 2"],
     );
     assert!(!pw.exists());
+}
+
+// ---- Issue 12: defects found by 294 bad-input runs ---------------------------------
+
+/// Item 1: a result that is not finite is an error, never an output: `emd` with a cost
+/// entry equal to the largest float gave cost 0, an empty plan and NaN potentials;
+/// `sinkhorn` with γ = 1e308 and costs ±1.5e308 gave a NaN or −∞ cost (both domains).
+#[test]
+fn non_finite_results_are_errors_never_outputs() {
+    let dir = tmpdir("nonfinite");
+    let a = save(&dir, "a.npy", &[2], vec![0.5, 0.5]);
+    let cmax = save(&dir, "cmax.npy", &[2, 2], vec![0.0, f64::MAX, 1.0, 0.0]);
+    let c15 = save(
+        &dir,
+        "c15.npy",
+        &[2, 2],
+        vec![1.5e308, -1.5e308, -1.5e308, 1.5e308],
+    );
+    let out = dir.join("o.npz");
+    fails(
+        &[
+            "emd",
+            "--a",
+            s(&a),
+            "--b",
+            s(&a),
+            "--cost",
+            s(&cmax),
+            "--out",
+            s(&out),
+        ],
+        1,
+        &["emd", "NaN", s(&cmax), "rescale"],
+    );
+    for log in [false, true] {
+        let mut args = vec![
+            "sinkhorn",
+            "--a",
+            s(&a),
+            "--b",
+            s(&a),
+            "--cost",
+            s(&c15),
+            "--reg",
+            "1e308",
+            "--out",
+            s(&out),
+        ];
+        if log {
+            args.push("--log");
+        }
+        fails(&args, 1, &["sinkhorn failed", "beyond the range", "rescale"]);
+    }
+    assert!(!out.exists());
+}
+
+/// Item 2: `--out` naming an input (also through another path to it) is refused before
+/// anything is written, for every subcommand, and the input is left as it was.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let dir = tmpdir("out-is-input");
+    let n = 20;
+    let x = gaussians(n);
+    let data = save(&dir, "x.npy", &[5, n], x.as_slice().to_vec());
+    let model = dir.join("m.json");
+    let ck = dir.join("ck.json");
+    ok(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--atoms",
+        "2",
+        "--reg",
+        "0.01",
+        "--sinkhorn-iters",
+        "5",
+        "--max-iters",
+        "3",
+        "--warm-restart",
+        "3",
+        "--checkpoint",
+        s(&ck),
+        "--out",
+        s(&model),
+    ]);
+    let a = save(&dir, "a.npy", &[n], x.col(0).to_vec());
+    let w = save(&dir, "w.npy", &[2], vec![0.5, 0.5]);
+    let c = save(&dir, "c.npy", &[n, n], vec![1.0; n * n]);
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    // other spellings of the same files: `sub/../x.npy`, and symbolic links whose names
+    // have the extension the subcommand requires
+    let via = |p: &Path| sub.join("..").join(p.file_name().unwrap());
+    let link = |target: &Path, name: &str| {
+        let l = dir.join(name);
+        std::os::unix::fs::symlink(target, &l).unwrap();
+        l
+    };
+    let a_npz = link(&a, "a-link.npz");
+    let c_npz = link(&c, "c-link.npz");
+    let model_npy = link(&model, "m-link.npy");
+    let before: Vec<(PathBuf, Vec<u8>)> = [&data, &model, &ck, &a, &w, &c]
+        .iter()
+        .map(|p| (p.to_path_buf(), std::fs::read(p).unwrap()))
+        .collect();
+    let (data_via, w_via, a_via) = (via(&data), via(&w), via(&a));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "fit",
+                "--data",
+                s(&data),
+                "--atoms",
+                "2",
+                "--reg",
+                "0.01",
+                "--sinkhorn-iters",
+                "5",
+                "--out",
+                s(&data),
+            ],
+            "--data",
+        ),
+        (
+            vec![
+                "fit",
+                "--resume",
+                s(&ck),
+                "--data",
+                s(&data),
+                "--max-iters",
+                "6",
+                "--out",
+                s(&ck),
+            ],
+            "--resume",
+        ),
+        (
+            vec![
+                "sinkhorn",
+                "--a",
+                s(&a),
+                "--b",
+                s(&a),
+                "--reg",
+                "0.1",
+                "--out",
+                s(&a_npz),
+            ],
+            "--a",
+        ),
+        (
+            vec![
+                "emd",
+                "--a",
+                s(&a),
+                "--b",
+                s(&a),
+                "--cost",
+                s(&c),
+                "--out",
+                s(&c_npz),
+            ],
+            "--cost",
+        ),
+        (
+            vec![
+                "barycenter",
+                "--atoms",
+                s(&data),
+                "--weights",
+                s(&w),
+                "--reg",
+                "0.1",
+                "--out",
+                s(&data_via),
+            ],
+            "--atoms",
+        ),
+        (
+            vec![
+                "transform",
+                "--model",
+                s(&model),
+                "--data",
+                s(&data),
+                "--out",
+                s(&model_npy),
+            ],
+            "--model",
+        ),
+        (
+            vec![
+                "reconstruct",
+                "--model",
+                s(&model),
+                "--weights",
+                s(&w),
+                "--out",
+                s(&w_via),
+            ],
+            "--weights",
+        ),
+        (
+            vec![
+                "unmix",
+                "--sources",
+                s(&data),
+                "--target",
+                s(&a),
+                "--cost",
+                s(&c),
+                "--out",
+                s(&a_via),
+            ],
+            "--target",
+        ),
+    ];
+    for (args, input) in &cases {
+        fails(args, 1, &["--out", "is the input", input, "destroy"]);
+    }
+    // --out and --checkpoint of one fit must differ too
+    fails(
+        &[
+            "fit",
+            "--data",
+            s(&data),
+            "--atoms",
+            "2",
+            "--reg",
+            "0.01",
+            "--sinkhorn-iters",
+            "5",
+            "--warm-restart",
+            "3",
+            "--checkpoint",
+            s(&model),
+            "--out",
+            s(&model),
+        ],
+        1,
+        &["--checkpoint", "same file as --out"],
+    );
+    for (p, bytes) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{} changed", p.display());
+    }
+    // the documented resume, --checkpoint equal to --resume, is still accepted
+    ok(&[
+        "fit",
+        "--resume",
+        s(&ck),
+        "--data",
+        s(&data),
+        "--max-iters",
+        "6",
+        "--checkpoint",
+        s(&ck),
+        "--out",
+        s(&dir.join("m6.json")),
+    ]);
+}
+
+/// Item 3: every output location is checked before the work: `fit --png FILE` used to
+/// write the model and then fail on the pictures.
+#[test]
+fn every_output_location_is_checked_before_the_work() {
+    let dir = tmpdir("out-first");
+    let n = 20;
+    let data = save(&dir, "x.npy", &[5, n], gaussians(n).as_slice().to_vec());
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, b"a file").unwrap();
+    let model = dir.join("m.json");
+    let fit = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "fit",
+            "--data",
+            s(&data),
+            "--atoms",
+            "2",
+            "--reg",
+            "0.01",
+            "--sinkhorn-iters",
+            "5",
+            "--max-iters",
+            "3",
+            "--out",
+            s(&model),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let run = |v: Vec<String>, needles: &[&str]| {
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        fails(&args, 1, needles);
+    };
+    run(
+        fit(&["--png", s(&file)]),
+        &["--png", s(&file), "not a directory"],
+    );
+    run(
+        fit(&["--png", s(&file.join("figs"))]),
+        &["--png", "not a directory"],
+    );
+    run(
+        fit(&[
+            "--warm-restart",
+            "3",
+            "--checkpoint",
+            s(&dir.join("missing/ck.json")),
+        ]),
+        &["--checkpoint", "does not exist"],
+    );
+    assert!(
+        !model.exists(),
+        "the model was written before a refused output"
+    );
+    ok(&fit(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    fails(
+        &[
+            "reconstruct",
+            "--model",
+            s(&model),
+            "--out",
+            s(&dir.join("p.npy")),
+            "--png",
+            s(&file),
+        ],
+        1,
+        &["--png", "not a directory"],
+    );
+    assert!(!dir.join("p.npy").exists());
+}
+
+/// Item 4: τ ≤ −1 can never converge (over-relaxation by ω = 1 − τ ≥ 2): refused up
+/// front with the valid range and the reason, not "use --log or a larger --reg" after
+/// thousands of iterations.
+#[test]
+fn tau_at_or_below_minus_one_is_refused_with_its_range() {
+    let dir = tmpdir("tau");
+    let n = 20;
+    let data = save(&dir, "x.npy", &[5, n], gaussians(n).as_slice().to_vec());
+    let w = save(&dir, "w.npy", &[5], vec![0.2; 5]);
+    let out = dir.join("p.npy");
+    for tau in ["-1", "-1.5", "-1e9"] {
+        fails(
+            &[
+                "barycenter",
+                "--atoms",
+                s(&data),
+                "--weights",
+                s(&w),
+                "--reg",
+                "0.01",
+                "--tau",
+                tau,
+                "--out",
+                s(&out),
+            ],
+            1,
+            &["--tau", "(-1, 0]", "over-relaxed", "converges only"],
+        );
+        fails(
+            &[
+                "fit",
+                "--data",
+                s(&data),
+                "--atoms",
+                "2",
+                "--reg",
+                "0.01",
+                "--sinkhorn-iters",
+                "5",
+                "--tau",
+                tau,
+                "--out",
+                s(&dir.join("m.json")),
+            ],
+            1,
+            &["--tau", "(-1, 0]"],
+        );
+    }
+    // inside the range it runs
+    ok(&[
+        "barycenter",
+        "--atoms",
+        s(&data),
+        "--weights",
+        s(&w),
+        "--reg",
+        "0.01",
+        "--tau",
+        "-0.5",
+        "--out",
+        s(&out),
+    ]);
+}
+
+/// Item 5: messages name the options of the subcommand at hand, and errors from a model
+/// or checkpoint file name the file and the field.
+#[test]
+fn messages_name_the_options_of_the_subcommand_and_the_fields_of_files() {
+    let dir = tmpdir("names");
+    let n = 20;
+    let data = save(&dir, "x.npy", &[5, n], gaussians(n).as_slice().to_vec());
+    let model = dir.join("m.json");
+    let ck = dir.join("ck.json");
+    // `fit --loss wasserstein:0` used to say "--iters = 0", an option fit does not have
+    let out = wassdl(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--atoms",
+        "2",
+        "--reg",
+        "0.01",
+        "--sinkhorn-iters",
+        "5",
+        "--loss",
+        "wasserstein:0",
+        "--out",
+        s(&model),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("wasserstein:0") && err.contains(">= 1"),
+        "{err}"
+    );
+    assert!(!err.contains("--iters"), "{err}");
+    ok(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--atoms",
+        "2",
+        "--reg",
+        "0.01",
+        "--sinkhorn-iters",
+        "5",
+        "--max-iters",
+        "3",
+        "--warm-restart",
+        "3",
+        "--checkpoint",
+        s(&ck),
+        "--out",
+        s(&model),
+    ]);
+    // a model (or checkpoint) with γ < 0, τ > 0: "--reg = -1" named an option that
+    // transform and reconstruct do not have
+    let edit = |from: &Path, name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(from).unwrap()).unwrap();
+        f(&mut v);
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+        p
+    };
+    let neg = edit(&model, "neg.json", &|v| {
+        v["kernel"]["Grid"]["gamma"] = (-1.0).into()
+    });
+    let tau = edit(&model, "tau.json", &|v| {
+        v["config"]["barycenter"]["tau"] = 0.5.into()
+    });
+    let w = dir.join("w.npy");
+    for (m, field) in [
+        (&neg, "kernel.Grid.gamma = -1"),
+        (&tau, "config.barycenter.tau = 0.5"),
+    ] {
+        for args in [
+            vec![
+                "transform",
+                "--model",
+                s(m),
+                "--data",
+                s(&data),
+                "--out",
+                s(&w),
+            ],
+            vec!["reconstruct", "--model", s(m), "--out", s(&w)],
+        ] {
+            let out = wassdl(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("--reg") && !err.contains("--tau"), "{err}");
+            fails(&args, 1, &["--model", s(m), field]);
+        }
+    }
+    let ck_neg = edit(&ck, "ck-neg.json", &|v| {
+        v["kernel"]["Grid"]["gamma"] = (-1.0).into()
+    });
+    fails(
+        &[
+            "fit",
+            "--resume",
+            s(&ck_neg),
+            "--data",
+            s(&data),
+            "--max-iters",
+            "6",
+            "--out",
+            s(&dir.join("m2.json")),
+        ],
+        1,
+        &["--resume", s(&ck_neg), "kernel.Grid.gamma = -1"],
+    );
+    // unmix: an inner Sinkhorn failure is dated by the projected-gradient step and named
+    // with unmix's options (it said "failed at iteration 10000 ... raise max_iter or reg")
+    let h = save(&dir, "h.npy", &[2, 2], vec![0.5, 0.5, 0.25, 0.75]);
+    let y = save(&dir, "y.npy", &[2], vec![0.5, 0.5]);
+    let c = save(&dir, "c.npy", &[2, 2], vec![0.0, 1.0, 1.0, 0.0]);
+    let args = [
+        "unmix",
+        "--sources",
+        s(&h),
+        "--target",
+        s(&y),
+        "--cost",
+        s(&c),
+        "--reg",
+        "1e-300",
+        "--iters",
+        "3",
+        "--out",
+        s(&w),
+    ];
+    let out = wassdl(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("max_iter ") && !err.contains("iteration 10000"),
+        "{err}"
+    );
+    fails(
+        &args,
+        1,
+        &[
+            "unmix failed at iteration 1",
+            "--max-iters",
+            "--reg",
+            "--tol",
+        ],
+    );
+}
+
+/// Item 6: a step `--lr · ∇` beyond float precision (or a cost ×1e306) was reported as
+/// "the two measures carry different total mass (4.3e17 vs 1)" though both inputs sum
+/// to 1.
+#[test]
+fn unmix_step_beyond_float_precision_names_lr() {
+    let dir = tmpdir("unmix-lr");
+    let h = save(
+        &dir,
+        "h.npy",
+        &[3, 3],
+        vec![0.2, 0.3, 0.5, 0.6, 0.3, 0.1, 0.1, 0.1, 0.8],
+    );
+    let y = save(&dir, "y.npy", &[3], vec![0.3, 0.3, 0.4]);
+    let x = [0.0f64, 0.5, 1.0];
+    let sq: Vec<f64> = (0..9).map(|k| (x[k / 3] - x[k % 3]).powi(2)).collect();
+    let c = save(&dir, "c.npy", &[3, 3], sq.clone());
+    let cbig = save(
+        &dir,
+        "cbig.npy",
+        &[3, 3],
+        sq.iter().map(|v| v * 1e306).collect(),
+    );
+    let w = dir.join("w.npy");
+    for (cost, lr) in [(&c, "1e18"), (&cbig, "2e-3")] {
+        let args = [
+            "unmix",
+            "--sources",
+            s(&h),
+            "--target",
+            s(&y),
+            "--cost",
+            s(cost),
+            "--lr",
+            lr,
+            "--out",
+            s(&w),
+        ];
+        let out = wassdl(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("total mass"), "{err}");
+        fails(
+            &args,
+            1,
+            &["unmix failed at iteration", "--lr", "float precision"],
+        );
+    }
+    assert!(!w.exists());
+}
+
+/// Item 7: `fit --loss kl` on data with zero bins: KL(p|x) is infinite where the data
+/// vanishes (barycenters are positive everywhere). The message stated the reverse
+/// condition, with a hard-coded "iteration: 0"; it is now refused up front, naming the
+/// entry.
+#[test]
+fn kl_loss_on_data_with_zero_bins_is_refused_up_front() {
+    let dir = tmpdir("kl-zeros");
+    let x = save(
+        &dir,
+        "x.npy",
+        &[2, 4],
+        vec![0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5],
+    );
+    let model = dir.join("m.json");
+    let args = [
+        "fit",
+        "--data",
+        s(&x),
+        "--atoms",
+        "1",
+        "--reg",
+        "0.1",
+        "--sinkhorn-iters",
+        "3",
+        "--loss",
+        "kl",
+        "--out",
+        s(&model),
+    ];
+    let out = wassdl(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("iteration 0") && !err.contains("reconstruction vanishes"),
+        "{err}"
+    );
+    fails(
+        &args,
+        1,
+        &[s(&x), "entry [0, 2] is 0", "the data x vanishes", "--loss"],
+    );
+}
+
+/// Item 8: NumPy reads `'=f8'` (and every other spelling of native float32/float64:
+/// `|f8`, `f8`, `=f4`, `d`, `<d`, `float64`, ...); so does wassdl.
+#[test]
+fn npy_native_endian_spellings_are_read() {
+    let dir = tmpdir("npy-native");
+    let v = [0.25f64, 0.75];
+    let f8: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
+    let f4: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_ne_bytes()).collect();
+    let le8: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let be8: Vec<u8> = v.iter().flat_map(|x| x.to_be_bytes()).collect();
+    let cases: Vec<(&str, &[u8], Dtype)> = vec![
+        ("=f8", &f8, Dtype::F64),
+        ("|f8", &f8, Dtype::F64),
+        ("f8", &f8, Dtype::F64),
+        ("=d", &f8, Dtype::F64),
+        ("d", &f8, Dtype::F64),
+        ("float64", &f8, Dtype::F64),
+        ("double", &f8, Dtype::F64),
+        ("<d", &le8, Dtype::F64),
+        (">d", &be8, Dtype::F64),
+        ("=f4", &f4, Dtype::F32),
+        ("|f4", &f4, Dtype::F32),
+        ("f4", &f4, Dtype::F32),
+        ("f", &f4, Dtype::F32),
+        ("float32", &f4, Dtype::F32),
+        ("single", &f4, Dtype::F32),
+    ];
+    for (descr, data, dtype) in &cases {
+        let bytes = raw_npy(
+            &format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,), }}"),
+            data,
+        );
+        let arr = parse_npy(&bytes, descr).unwrap_or_else(|e| panic!("{descr}: {e}"));
+        assert_eq!(arr.dtype(), *dtype, "{descr}");
+        assert_eq!(arr.to_vec::<f64>(), v.to_vec(), "{descr}");
+    }
+    // the binary reads it, from a file
+    let a = dir.join("a.npy");
+    std::fs::write(
+        &a,
+        raw_npy(
+            "{'descr': '=f8', 'fortran_order': False, 'shape': (2,), }",
+            &f8,
+        ),
+    )
+    .unwrap();
+    let c = save(&dir, "c.npy", &[2, 2], vec![0.0, 1.0, 1.0, 0.0]);
+    ok(&[
+        "emd",
+        "--a",
+        s(&a),
+        "--b",
+        s(&a),
+        "--cost",
+        s(&c),
+        "--out",
+        s(&dir.join("o.npz")),
+    ]);
+    // still refused: other types under any mark
+    for descr in ["=i8", "|f2", "=c16", "=f16"] {
+        let bytes = raw_npy(
+            &format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}"),
+            &[0u8; 16][..if descr == "|f2" {
+                2
+            } else if descr == "=i8" {
+                8
+            } else {
+                16
+            }],
+        );
+        assert!(parse_npy(&bytes, descr).is_err(), "{descr} accepted");
+    }
+}
+
+/// Item 9: the smaller ones. An output whose extension says the other format is refused;
+/// a float32-normalized `a` against a float64 `b` converges (its masses are summed and
+/// renormalized in float64); solver messages give NumPy indices (histogram, then bin);
+/// `unmix --iters 0` and `emd --max-iters 0` are refused like every other zero count.
+#[test]
+fn extensions_mixed_precision_indices_and_zero_counts() {
+    let dir = tmpdir("item9");
+    let mut rng = StdRng::seed_from_u64(12);
+    let n = 50;
+    let a64 = hists(&mut rng, 1, n);
+    let b = save(&dir, "b.npy", &[n], hists(&mut rng, 1, n));
+    let a32: Vec<f32> = a64.iter().map(|&x| x as f32).collect();
+    let mass: f64 = a32.iter().map(|&x| x as f64).sum();
+    assert!(
+        (mass - 1.0).abs() > 1e-9,
+        "the case needs an f32 mass error: {mass}"
+    );
+    let a = save(&dir, "a32.npy", &[n], a32);
+    let npz = dir.join("ot.npz");
+    let npy = dir.join("ot.npy");
+    fails(
+        &[
+            "sinkhorn",
+            "--a",
+            s(&a),
+            "--b",
+            s(&b),
+            "--reg",
+            "0.05",
+            "--out",
+            s(&npy),
+        ],
+        1,
+        &["--out", s(&npy), ".npz"],
+    );
+    let summary = ok(&[
+        "sinkhorn",
+        "--a",
+        s(&a),
+        "--b",
+        s(&b),
+        "--reg",
+        "0.05",
+        "--out",
+        s(&npz),
+    ]);
+    assert_eq!(summary["precision"], "float64");
+    assert_eq!(summary["converged"], true, "{summary}");
+    assert!(
+        summary["iterations"].as_u64().unwrap() < 10_000,
+        "{summary}"
+    );
+    let atoms = save(&dir, "d.npy", &[2, n], hists(&mut rng, 2, n));
+    let w = save(&dir, "w.npy", &[2], vec![0.5, 0.5]);
+    fails(
+        &[
+            "barycenter",
+            "--atoms",
+            s(&atoms),
+            "--weights",
+            s(&w),
+            "--reg",
+            "0.05",
+            "--out",
+            s(&dir.join("p.npz")),
+        ],
+        1,
+        &["--out", ".npy"],
+    );
+    // a heavy-ball extrapolation near its limit overflows the scalings: the message gives
+    // NumPy's order
+    let x: Vec<f64> = (0..n).map(|i| i as f64 / (n - 1) as f64).collect();
+    let bump = |m: f64| {
+        let v: Vec<f64> = x
+            .iter()
+            .map(|t| (-(t - m) * (t - m) / 0.01).exp())
+            .collect();
+        let t: f64 = v.iter().sum();
+        v.into_iter().map(|y| y / t).collect::<Vec<_>>()
+    };
+    let bumps = save(&dir, "bumps.npy", &[2, n], [bump(0.3), bump(0.7)].concat());
+    let out = wassdl(&[
+        "barycenter",
+        "--atoms",
+        s(&bumps),
+        "--weights",
+        s(&w),
+        "--reg",
+        "1e-2",
+        "--tau",
+        "-0.99",
+        "--out",
+        s(&dir.join("p.npy")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("(histogram ") && err.contains(", bin "),
+        "{err}"
+    );
+    assert!(!err.contains("at ("), "{err}");
+    // zero counts
+    let c = save(&dir, "c.npy", &[n, n], vec![1.0; n * n]);
+    let h = save(&dir, "h.npy", &[1, n], a64.clone());
+    fails(
+        &[
+            "unmix",
+            "--sources",
+            s(&h),
+            "--target",
+            s(&b),
+            "--cost",
+            s(&c),
+            "--iters",
+            "0",
+            "--out",
+            s(&dir.join("u.npy")),
+        ],
+        1,
+        &["--iters = 0", ">= 1"],
+    );
+    fails(
+        &[
+            "emd",
+            "--a",
+            s(&b),
+            "--b",
+            s(&b),
+            "--cost",
+            s(&c),
+            "--max-iters",
+            "0",
+            "--out",
+            s(&npz),
+        ],
+        1,
+        &["--max-iters = 0", ">= 1"],
+    );
 }

@@ -43,7 +43,6 @@ pub use divergence::{
     SinkhornDivergenceConfig,
 };
 pub use fit::{eulerian_barycenter, lagrangian_barycenter, BarycenterFit, LbfgsConfig, Snapshot};
-pub(crate) use free_support::check_converged;
 pub use free_support::{
     free_support_barycenter, FreeSupportBarycenter, FreeSupportConfig, InnerOt,
 };

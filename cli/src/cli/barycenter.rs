@@ -5,7 +5,7 @@ use super::geometry::{
     build_kernel, converged, precision, secs, stop_json, warn_unconverged, GeometryArgs, StopArgs,
     Support,
 };
-use super::input::{check_output, write_out, Input, Layout};
+use super::input::{check_ext, check_outputs, renormalize, write_out, Input, Layout};
 use super::progress::{run_blocks, Progress};
 use super::Global;
 use serde_json::json;
@@ -62,6 +62,7 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     let t_start = Instant::now();
     args.geometry.check_reg()?;
+    super::geometry::check_tau(args.tau)?;
     // τ, ρ and the stopping rule, by the library's own check
     let cfg = BarycenterConfig {
         tau: args.tau,
@@ -70,7 +71,15 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
         stop: args.stop.stop(Dtype::F64),
     };
     cfg.validate().map_err(|e| from_lib(e, args.geometry.log))?;
-    check_output("--out", &args.out)?;
+    check_ext("--out", &args.out, "npy", "one .npy array (the barycenters)")?;
+    let mut inputs = vec![
+        ("--atoms", args.atoms.as_path()),
+        ("--weights", args.weights.as_path()),
+    ];
+    if let Some(c) = &args.geometry.cost {
+        inputs.push(("--cost", c.as_path()));
+    }
+    check_outputs(&[("--out", &args.out)], &inputs)?;
     let atoms = Input::load("--atoms", &args.atoms, Layout::Rows)?;
     atoms.expect_ndim(&[2, 3], "(S, N) or (S, H, W): one atom per row")?;
     let weights = Input::load("--weights", &args.weights, Layout::Rows)?;
@@ -129,14 +138,16 @@ fn solve<T: Real>(
     let kernel_s = secs(t);
     let item = atoms.item_shape().to_vec();
     let count = weights.count();
-    let d = atoms.take_batch::<T>();
+    let mut d = atoms.take_batch::<T>();
     if args.rho.is_none() {
         atoms.check(&d, |x| wassdl::validate::simplex_columns("atoms", x))?;
+        renormalize(&mut d, atoms.dtype());
     } else {
         atoms.check(&d, |x| wassdl::validate::nonnegative("atoms", x))?;
     }
-    let w = weights.take_batch::<T>();
+    let mut w = weights.take_batch::<T>();
     weights.check(&w, |x| wassdl::validate::simplex_columns("weights", x))?;
+    renormalize(&mut w, weights.dtype());
 
     let stop = args.stop.stop(Dtype::of::<T>());
     let cfg = BarycenterConfig {
@@ -158,9 +169,19 @@ fn solve<T: Real>(
         let cfg = BarycenterConfig { stop: rule, ..cfg };
         barycenters(kernel.as_ref(), &d, &w, &cfg, prev.map(|p| &p.scalings))
     })
-    .map_err(|e| from_lib(e, log))?;
+    .map_err(|e| {
+        let mut m = from_lib(e, log);
+        if args.tau <= -0.5 && m.0.contains("flow") {
+            m.0.push_str(&format!(
+                " (or a --tau nearer 0: at --tau {} the extrapolation itself can overflow)",
+                args.tau
+            ));
+        }
+        m
+    })?;
     drop(progress);
     let solve_s = secs(t);
+    super::input::finite_output("--out", "barycenter", &out.p)?;
     warn_unconverged(global, stop, iterations, out.error);
 
     let t = Instant::now();

@@ -2,7 +2,8 @@
 
 use super::error::CliError;
 use super::geometry::secs;
-use super::input::{check_output, write_out, Input, Layout};
+use super::input::{check_ext, check_outputs, write_out, Input, Layout};
+use super::model::at_least_one;
 use super::Global;
 use serde_json::json;
 use std::path::PathBuf;
@@ -45,7 +46,17 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args, _global: &Global) -> Result<serde_json::Value, CliError> {
     let t_start = Instant::now();
-    check_output("--out", &args.out)?;
+    at_least_one("--max-iters", args.max_iters as u64)?;
+    check_ext(
+        "--out",
+        &args.out,
+        "npz",
+        "an .npz archive (cost, transport_cost, plan, f and g)",
+    )?;
+    check_outputs(
+        &[("--out", &args.out)],
+        &[("--a", &args.a), ("--b", &args.b), ("--cost", &args.cost)],
+    )?;
     let mut a = Input::load("--a", &args.a, Layout::Rows)?;
     a.expect_ndim(&[1], "one histogram (N1,)")?;
     let mut b = Input::load("--b", &args.b, Layout::Rows)?;
@@ -86,6 +97,12 @@ pub fn run(args: Args, _global: &Global) -> Result<serde_json::Value, CliError> 
         )),
         EmdError::MaxIterations { iterations } => CliError(format!(
             "the network simplex did not converge within {iterations} pivots (raise --max-iters)"
+        )),
+        EmdError::NonFiniteResult { what, .. } => CliError(format!(
+            "emd: no usable solution: {what}; the costs of {} are too close to the float \
+             limit (largest |C| = {:e}): rescale them",
+            c.name(),
+            cost.iter().fold(0.0f64, |m, x| m.max(x.abs()))
         )),
         other => CliError(format!("emd: {other}")),
     })?;

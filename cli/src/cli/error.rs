@@ -42,11 +42,12 @@ pub fn from_lib(e: Error, log_domain: bool) -> CliError {
             message,
         } => {
             // The library's advice names its API; say it with the command-line options.
-            let message = message
+            let message = numpy_indices(&cli_names(&message))
                 .replace("the log-domain variant (`log_domain(true)`)", "--log")
                 .replace("use the log domain", "use --log")
                 .replace("a larger γ", "a larger --reg");
-            let hint = if log_domain || message.contains("--log") {
+            // --log helps only against over- and underflow of the scaling iterations.
+            let hint = if log_domain || message.contains("--log") || !message.contains("flow") {
                 ""
             } else {
                 " (try --log)"
@@ -56,5 +57,81 @@ pub fn from_lib(e: Error, log_domain: bool) -> CliError {
             ))
         }
         other => CliError(other.to_string()),
+    }
+}
+
+/// The library's backticked parameter names (`` `lr` ``, `` `max_iter` ``, ...) as the
+/// options that set them.
+pub fn cli_names(message: &str) -> String {
+    let mut out = message.to_string();
+    for (lib, opt) in [
+        ("`max_iter`", "--max-iters"),
+        ("`lr`", "--lr"),
+        ("`reg`", "--reg"),
+        ("`tol`", "--tol"),
+    ] {
+        out = out.replace(lib, opt);
+    }
+    out
+}
+
+/// The library's batch coordinates `at (bin, histogram)` in a solver message, as NumPy
+/// indexes them in a file of one histogram per row: `at [histogram, bin]`, with the
+/// words (the bin is the flat row-major index for images).
+pub fn numpy_indices(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 32);
+    let mut rest = message;
+    while let Some(k) = rest.find("at (") {
+        out.push_str(&rest[..k]);
+        let tail = &rest[k + 4..];
+        let parsed = tail.find(')').and_then(|end| {
+            let (r, c) = tail[..end].split_once(", ")?;
+            Some((r.parse::<usize>().ok()?, c.parse::<usize>().ok()?, end))
+        });
+        match parsed {
+            Some((row, col, end)) => {
+                out.push_str(&format!("at [{col}, {row}] (histogram {col}, bin {row})"));
+                rest = &tail[end + 1..];
+            }
+            None => {
+                out.push_str("at (");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Message for a library error raised while using a model (or checkpoint) file `file`
+/// (`--model m.json`): every parameter comes from the file, and the advice is about
+/// refitting, since these subcommands have no `--log` or `--reg`.
+pub fn from_model(e: Error, file: &str) -> CliError {
+    match e {
+        Error::InvalidParameter {
+            arg,
+            requirement,
+            value,
+        } => CliError(format!(
+            "{file}: field {} = {value} is invalid: it must be {requirement}",
+            super::model::model_field(arg)
+        )),
+        Error::Numerical {
+            solver,
+            iteration,
+            message,
+        } => {
+            let message = numpy_indices(&message)
+                .replace(
+                    "use the log-domain variant (`log_domain(true)`)",
+                    "refit the model with --log",
+                )
+                .replace("use the log domain", "refit the model with --log")
+                .replace("or a larger γ", "or a larger --reg");
+            CliError(format!(
+                "{solver} failed at iteration {iteration} with the model {file}: {message}"
+            ))
+        }
+        other => CliError(format!("{file}: {other}")),
     }
 }

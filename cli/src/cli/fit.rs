@@ -1,10 +1,11 @@
 //! `wassdl fit`: Wasserstein dictionary learning (Algorithm 2), with checkpoints.
 
-use super::error::{from_lib, CliError};
+use super::error::{from_lib, from_model, CliError};
 use super::geometry::{parse_grid, precision, secs, GeometryArgs, GridShape, Units};
-use super::input::{check_output, Input, Layout};
+use super::input::{check_outputs, finite_output, renormalize, Input, Layout};
 use super::model::{
-    at_least_one, item_shape, read_text, save_pictures, warn_line_search, write_model, Scalar,
+    at_least_one, check_model, check_png_dir, item_shape, read_text, save_pictures,
+    warn_line_search, write_model, Scalar,
 };
 use super::progress::Progress;
 use super::Global;
@@ -162,7 +163,16 @@ pub struct Args {
 }
 
 fn parse_loss(s: &str) -> Result<Loss, String> {
-    Loss::parse(s).map_err(|_| format!("expected quadratic, kl, tv or wasserstein[:L], got '{s}'"))
+    match Loss::parse(s) {
+        // The loss's own Sinkhorn needs an iteration: say so here, in the loss's terms.
+        Ok(Loss::Wasserstein { iterations: 0 }) => Err(format!(
+            "'{s}': the Sinkhorn iterations L of wasserstein:L must be >= 1"
+        )),
+        Ok(l) => Ok(l),
+        Err(_) => Err(format!(
+            "expected quadratic, kl, tv or wasserstein[:L], got '{s}'"
+        )),
+    }
 }
 
 /// `--atom-init`.
@@ -251,9 +261,25 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     if let Some(k) = args.checkpoint_every {
         at_least_one("--checkpoint-every", k)?;
     }
-    check_output("--out", &args.out)?;
+    // Every output is checked before the work: none may be an input (a checkpoint may
+    // be the one resumed from, which it continues), nor a file of another output.
+    let mut inputs = vec![("--data", args.data.as_path())];
+    if let Some(c) = &args.cost {
+        inputs.push(("--cost", c.as_path()));
+    }
+    let mut outputs = vec![("--out", args.out.as_path())];
     if let Some(c) = &args.checkpoint {
-        check_output("--checkpoint", c)?;
+        outputs.push(("--checkpoint", c.as_path()));
+    }
+    check_outputs(&outputs, &inputs)?;
+    if let Some(r) = &args.resume {
+        check_outputs(&[("--out", &args.out)], &[("--resume", r.as_path())])?;
+    }
+    if let Some(dir) = &args.png {
+        let mut taken = inputs.clone();
+        taken.extend(&outputs);
+        taken.extend(args.resume.as_deref().map(|r| ("--resume", r)));
+        check_png_dir(dir, &taken)?;
     }
     if let Some(resume) = args.resume.clone() {
         return resume_fit(args, global, &resume, t_start);
@@ -267,6 +293,7 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
         .ok_or_else(|| missing("--sinkhorn-iters"))?;
     at_least_one("--atoms", s as u64)?;
     at_least_one("--sinkhorn-iters", l as u64)?;
+    super::geometry::check_tau(args.tau)?;
     if let Some(k) = args.warm_restart {
         at_least_one("--warm-restart", k as u64)?;
     }
@@ -427,6 +454,7 @@ fn resume_as<T: Scalar>(
 ) -> Result<serde_json::Value, CliError> {
     let fail = |what: String| CliError(format!("--resume {}: {what}", path.display()));
     let model = wassdl_cli::json::model_from_json::<T>(text).map_err(|e| fail(e.to_string()))?;
+    check_model(&model).map_err(fail)?;
     let (n, s, m) = (model.dims.n, model.dims.n_atoms, model.dims.m);
     let item = item_shape(&model.kernel);
     let origin = format!("the support of the checkpoint --resume {}", path.display());
@@ -507,25 +535,45 @@ fn run_job_checked<T: Scalar>(
         origin,
     } = job;
     let log = cfg.barycenter.log_domain;
-    let x = data.take_batch::<T>();
+    let mut x = data.take_batch::<T>();
     if cfg.barycenter.rho.is_none() {
         data.check(&x, |x| wassdl::validate::simplex_columns("data", x))?;
+        renormalize(&mut x, data.dtype());
     } else {
         data.check(&x, |x| wassdl::validate::nonnegative("data", x))?;
     }
+    if cfg.loss == Loss::KullbackLeibler {
+        // Barycenters of a Gibbs kernel are positive on every bin, so a zero bin of the
+        // data makes KL(p|x) infinite at the first evaluation: refuse it before the work.
+        if let Some(k) = x.as_slice().iter().position(|&v| v == T::zero()) {
+            let rows = x.rows().max(1);
+            return Err(data.fail(format!(
+                "entry {} is 0: the KL loss KL(p|x) = Σ p log(p/x) − p + x is infinite wherever \
+                 the data x vanishes and the reconstruction p does not, and barycenters are \
+                 positive on every bin; use --loss quadratic, tv or wasserstein, or mix the data \
+                 with a little of the uniform histogram",
+                data.index(k % rows, k / rows)
+            )));
+        }
+    }
     let fp = fingerprint(&x);
-    if let Some((want, checkpoint)) = expected_fingerprint {
-        if want != fp {
+    if let Some((want, checkpoint)) = &expected_fingerprint {
+        if *want != fp {
             return Err(data.fail(format!(
                 "is not the data the checkpoint {checkpoint} was fitted on (the values differ)"
             )));
         }
     }
     let t = Instant::now();
-    let kernel = spec.build::<T>().map_err(|e| from_lib(e, log))?;
+    let kernel = match &expected_fingerprint {
+        Some((_, file)) => spec.build::<T>().map_err(|e| from_model(e, file))?,
+        None => spec.build::<T>().map_err(|e| from_lib(e, log))?,
+    };
     let kernel_s = secs(t);
 
     let budget = cfg.lbfgs.max_iters;
+    // The last iteration the observer saw, to date a failure inside the next one.
+    let seen = std::cell::Cell::new(None::<u64>);
     let resumed_from = start.as_ref().map(|s| s.iterations);
     let every = args.checkpoint_every.unwrap_or(1);
     let mut last_ck = resumed_from.unwrap_or(0);
@@ -535,6 +583,7 @@ fn run_job_checked<T: Scalar>(
     let progress = Progress::new(global.quiet, budget as usize, "fit");
     progress.update(resumed_from.unwrap_or(0), String::new);
     let mut observer = FnObserver::new(|it: &IterationInfo| {
+        seen.set(Some(it.iteration));
         progress.update(it.iteration, || format!("loss {:.4e}", it.loss));
         Control::Continue
     });
@@ -570,10 +619,31 @@ fn run_job_checked<T: Scalar>(
     drop(progress);
     let fitted: Fit<T> = match fitted {
         Ok(f) => f,
-        Err(e) => return Err(ck_error.unwrap_or_else(|| from_lib(e, cfg.barycenter.log_domain))),
+        Err(e) => {
+            // The learner's evaluation does not know the L-BFGS iteration it serves: an
+            // evaluation after the observer saw iteration k belongs to iteration k + 1.
+            let e = match (e, seen.get()) {
+                (
+                    wassdl::Error::Numerical {
+                        solver,
+                        iteration: 0,
+                        message,
+                    },
+                    Some(k),
+                ) => wassdl::Error::Numerical {
+                    solver,
+                    iteration: k as usize + 1,
+                    message,
+                },
+                (e, _) => e,
+            };
+            return Err(ck_error.unwrap_or_else(|| from_lib(e, cfg.barycenter.log_domain)));
+        }
     };
     let solve_s = secs(t);
     warn_line_search(global, &fitted);
+    finite_output("--out", "atoms", &fitted.atoms)?;
+    finite_output("--out", "weights", &fitted.weights)?;
 
     let t = Instant::now();
     let model = Model::new(spec.clone(), cfg.clone(), &fitted)

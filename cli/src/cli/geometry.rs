@@ -20,6 +20,27 @@ pub const DEFAULT_TOL_F32: f64 = 1e-6;
 /// Default `--max-iters`: the library's Sinkhorn default.
 pub const DEFAULT_MAX_ITERS: usize = 10_000;
 
+/// The requirement on τ, with the reason. The heavy-ball step `u^τ ũ^(1−τ)` of
+/// Algorithm 5 is Sinkhorn over-relaxed by `ω = 1 − τ` (in log form `log u ← log u +
+/// ω (log ũ − log u)`), which converges only for `0 < ω < 2` (the paper's reference [51,
+/// Remark 6]): at `τ = −1` the linearized iteration has a unit eigenvalue and the iterates
+/// oscillate without converging, below it they diverge.
+pub const TAU_RANGE: &str = "in (-1, 0]: the heavy-ball step is Sinkhorn over-relaxed by \
+     ω = 1 − τ, which converges only for 0 < ω < 2; at τ ≤ −1 the extrapolation overshoots \
+     by at least a full step and the iterates oscillate or diverge (−0.1 to −0.5 speeds \
+     convergence up)";
+
+/// Checks `--tau` before any work: finite, `<= 0` and `> -1` (see [`TAU_RANGE`]).
+pub fn check_tau(tau: f64) -> Result<(), CliError> {
+    if tau.is_finite() && tau <= 0.0 && tau > -1.0 {
+        Ok(())
+    } else {
+        Err(CliError(format!(
+            "--tau = {tau} is invalid: it must be {TAU_RANGE}"
+        )))
+    }
+}
+
 /// A grid shape from `--grid`, e.g. `32x32`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GridShape(pub Vec<usize>);

@@ -125,7 +125,7 @@ impl Input {
     }
 
     /// NumPy index of the library's entry `(row, col)` of this file's matrix.
-    fn index(&self, row: usize, col: usize) -> String {
+    pub fn index(&self, row: usize, col: usize) -> String {
         let idx = match self.layout {
             Layout::Matrix => vec![row, col],
             Layout::Rows => {
@@ -223,6 +223,125 @@ pub fn check_output(opt: &str, path: &Path) -> Result<(), CliError> {
             Err(fail(&format!("directory {} does not exist", d.display())))
         }
         _ => Ok(()),
+    }
+}
+
+/// Creates and removes a probe file in `dir`: whether an output can be written there,
+/// known before any work rather than after it.
+pub fn probe_dir(dir: &Path) -> std::io::Result<()> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let probe = dir.join(format!(
+        ".wassdl-probe.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Whether two existing paths name the same file (same device and inode on Unix, so also
+/// through `./`, `..`, symbolic or hard links; the same canonical path elsewhere).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+/// Checks every output location before any work: each can become a file
+/// ([`check_output`]), its directory is writable, it is none of the `inputs` (writing it
+/// would destroy an input, even through another path to the same file) and no two
+/// outputs are the same file. `(option, path)` pairs.
+pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Result<(), CliError> {
+    for (k, &(opt, out)) in outputs.iter().enumerate() {
+        check_output(opt, out)?;
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        probe_dir(dir).map_err(|e| {
+            CliError(format!(
+                "{opt} {}: cannot write in {}: {e}",
+                out.display(),
+                dir.display()
+            ))
+        })?;
+        let same = |p: &Path| p == out || same_file(p, out);
+        if let Some((iopt, ip)) = inputs.iter().find(|(_, p)| same(p)) {
+            return Err(CliError(format!(
+                "{opt} {} is the input {iopt} {}: writing it would destroy the input; choose another output file",
+                out.display(),
+                ip.display()
+            )));
+        }
+        if let Some((oopt, op)) = outputs[..k].iter().find(|(_, p)| same(p)) {
+            return Err(CliError(format!(
+                "{opt} {} is the same file as {oopt} {}: give them different names",
+                out.display(),
+                op.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `path` (given to `opt`) ends in `.ext`: `what` is what the subcommand
+/// writes there. An `.npz` archive named `.npy` (or the reverse) would be misread by
+/// `np.load` and every script that follows the name.
+pub fn check_ext(opt: &str, path: &Path, ext: &str, what: &str) -> Result<(), CliError> {
+    let got = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if got.as_deref() == Some(ext) {
+        Ok(())
+    } else {
+        Err(CliError(format!(
+            "{opt} {}: this subcommand writes {what}: give a file name ending in .{ext}",
+            path.display()
+        )))
+    }
+}
+
+/// Divides every column of `x` by its mass summed in f64, when a float32 file (`from`)
+/// is computed in float64: its histograms were normalized in float32 and carry up to
+/// `n · ε₃₂ ≈ 1e-7` of mass error, which a float64 tolerance (1e-9) on the marginals
+/// can never meet against a float64 partner. Call after the simplex check.
+pub fn renormalize<T: Real>(x: &mut Batch<T>, from: Dtype) {
+    if from == Dtype::F32 && Dtype::of::<T>() == Dtype::F64 {
+        for j in 0..x.cols() {
+            let s = T::of(wassdl::validate::sum_f64(x.col(j)));
+            if s > T::zero() {
+                x.col_mut(j).iter_mut().for_each(|v| *v = *v / s);
+            }
+        }
+    }
+}
+
+/// Refuses to write a result `what` (histograms as columns) that is not finite: an
+/// overflowed solve is an error, never an output.
+pub fn finite_output<T: Real>(opt: &str, what: &str, x: &Batch<T>) -> Result<(), CliError> {
+    match x.first_non_finite() {
+        None => Ok(()),
+        Some((row, col)) => Err(CliError(format!(
+            "the {what} is not finite at [{col}, {row}] (histogram {col}, bin {row}: {}); nothing \
+             was written to {opt}: the inputs or the regularization are beyond the range of the \
+             floats, rescale them",
+            x.get(row, col).to_f64_()
+        ))),
     }
 }
 

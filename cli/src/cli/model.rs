@@ -114,7 +114,134 @@ pub fn load_model(opt: &str, path: &Path) -> Result<(AnyModel, String), CliError
         other => return Err(fail(format!("unknown precision \"scalar\": {other:?}"))),
     }
     .map_err(|e| fail(e.to_string()))?;
+    let checked = match &model {
+        AnyModel::F32(m) => check_model(m),
+        AnyModel::F64(m) => check_model(m),
+    };
+    checked.map_err(fail)?;
     Ok((model, text))
+}
+
+/// Where the library's parameter `arg` lives in a model file.
+pub fn model_field(arg: &str) -> String {
+    match arg {
+        "tau" | "rho" | "log_domain" => format!("config.barycenter.{arg}"),
+        "iterations" | "tol" | "max_iter" | "barycenter.stop" => "config.barycenter.stop".into(),
+        "gamma" => "kernel.gamma".into(),
+        other => format!("config.{other}"),
+    }
+}
+
+/// Checks every setting of a model (or checkpoint) file before it is used, so that a bad
+/// value is reported as the file's field, not as an option of the subcommand reading it.
+pub fn check_model<T: Real>(m: &Model<T>) -> Result<(), String> {
+    let field = |name: &str, value: f64, req: &str| {
+        Err(format!(
+            "field {name} = {value} is invalid: it must be {req}"
+        ))
+    };
+    match &m.kernel {
+        KernelSpec::Grid { shape, gamma, .. } => {
+            if !(gamma.is_finite() && *gamma > 0.0) {
+                return field("kernel.Grid.gamma", *gamma, "finite and > 0");
+            }
+            if shape.is_empty() || shape.len() > 3 || shape.contains(&0) {
+                return Err(format!(
+                    "field kernel.Grid.shape = {shape:?} is invalid: it must have 1 to 3 positive axes"
+                ));
+            }
+        }
+        KernelSpec::Dense { cost, n, gamma } => {
+            if !(gamma.is_finite() && *gamma > 0.0) {
+                return field("kernel.Dense.gamma", *gamma, "finite and > 0");
+            }
+            if Some(cost.len()) != n.checked_mul(*n) {
+                return Err(format!(
+                    "field kernel.Dense.cost has {} entries but kernel.Dense.n = {n} needs {n} x {n}",
+                    cost.len()
+                ));
+            }
+            if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
+                return field(
+                    &format!("kernel.Dense.cost[{k}]"),
+                    cost[k],
+                    "finite (a cost matrix entry)",
+                );
+            }
+        }
+    }
+    let cfg = &m.config;
+    if let Err(wassdl::Error::InvalidParameter {
+        arg,
+        requirement,
+        value,
+    }) = cfg.validate()
+    {
+        return field(&model_field(arg), value, requirement);
+    }
+    cfg.validate()
+        .map_err(|e| format!("invalid settings: {e}"))?;
+    if cfg.barycenter.tau <= -1.0 {
+        return field(
+            "config.barycenter.tau",
+            cfg.barycenter.tau,
+            super::geometry::TAU_RANGE,
+        );
+    }
+    if matches!(cfg.loss, wassdl::Loss::Wasserstein { iterations: 0 }) {
+        return field(
+            "config.loss.Wasserstein.iterations",
+            0.0,
+            ">= 1 (Sinkhorn iterations of the loss)",
+        );
+    }
+    if cfg.lbfgs.max_iters == 0 {
+        return field("config.lbfgs.max_iters", 0.0, ">= 1");
+    }
+    for (name, v) in [("atoms", &m.atoms), ("weights", &m.weights)] {
+        if let Some(k) = v.iter().position(|x| !x.is_finite() || *x < T::zero()) {
+            return field(
+                &format!("{name}[{k}]"),
+                v[k].to_f64_(),
+                "finite and >= 0 (a histogram entry)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks the folder given to `--png` before any work: it is a directory, or can be
+/// created as one, and its pictures are neither directories nor one of `inputs`.
+pub fn check_png_dir(dir: &Path, inputs: &[(&str, &Path)]) -> Result<(), CliError> {
+    let fail = |what: String| CliError(format!("--png {}: {what}", dir.display()));
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail("exists and is not a directory".into()));
+    }
+    // The nearest existing ancestor must be a directory we can write in.
+    let mut anc = dir;
+    while !anc.as_os_str().is_empty() && !anc.exists() {
+        anc = anc.parent().unwrap_or(Path::new(""));
+    }
+    let anc = if anc.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        anc
+    };
+    if !anc.is_dir() {
+        return Err(fail(format!(
+            "cannot be created: {} is not a directory",
+            anc.display()
+        )));
+    }
+    super::input::probe_dir(anc)
+        .map_err(|e| fail(format!("cannot write in {}: {e}", anc.display())))?;
+    // A folder still to be created holds no input.
+    if dir.is_dir() {
+        for name in ["atoms.png", "reconstructions.png"] {
+            super::input::check_outputs(&[("--png", &dir.join(name))], inputs)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `model` atomically as JSON, with `extra` (`"key": value` pairs, already JSON)

@@ -1,9 +1,11 @@
 //! `wassdl reconstruct`: barycenters of a learned dictionary's atoms.
 
-use super::error::{from_lib, CliError};
+use super::error::{from_model, CliError};
 use super::geometry::secs;
-use super::input::{check_output, write_out, Input, Layout};
-use super::model::{at_least_one, item_shape, load_model, save_pictures, AnyParts, Parts};
+use super::input::{check_ext, check_outputs, finite_output, renormalize, write_out, Input, Layout};
+use super::model::{
+    at_least_one, check_png_dir, item_shape, load_model, save_pictures, AnyParts, Parts,
+};
 use super::Global;
 use serde_json::json;
 use std::path::PathBuf;
@@ -56,7 +58,16 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     if let Some(l) = args.sinkhorn_iters {
         at_least_one("--sinkhorn-iters", l as u64)?;
     }
-    check_output("--out", &args.out)?;
+    check_ext("--out", &args.out, "npy", "one .npy array (the barycenters)")?;
+    let mut inputs = vec![("--model", args.model.as_path())];
+    if let Some(w) = &args.weights {
+        inputs.push(("--weights", w.as_path()));
+    }
+    check_outputs(&[("--out", &args.out)], &inputs)?;
+    if let Some(dir) = &args.png {
+        inputs.push(("--out", args.out.as_path()));
+        check_png_dir(dir, &inputs)?;
+    }
     let (model, _) = load_model("--model", &args.model)?;
     let model_name = format!("the model --model {}", args.model.display());
     let weights = match &args.weights {
@@ -117,8 +128,9 @@ fn go<T: Real>(
                 )));
             }
             let count = wi.count();
-            let w = wi.take_batch::<T>();
+            let mut w = wi.take_batch::<T>();
             wi.check(&w, |x| wassdl::validate::simplex_columns("weights", x))?;
+            renormalize(&mut w, wi.dtype());
             (w, count)
         }
         None => {
@@ -129,12 +141,13 @@ fn go<T: Real>(
     if let Some(l) = args.sinkhorn_iters {
         cfg.barycenter.stop = Stop::Iterations(l);
     }
-    let log = cfg.barycenter.log_domain;
+    let file = format!("--model {}", args.model.display());
     let t = Instant::now();
-    let kernel = spec.build::<T>().map_err(|e| from_lib(e, log))?;
+    let kernel = spec.build::<T>().map_err(|e| from_model(e, &file))?;
     let kernel_s = secs(t);
     let t = Instant::now();
-    let p = reconstruct(kernel.as_ref(), &atoms, &w, &cfg).map_err(|e| from_lib(e, log))?;
+    let p = reconstruct(kernel.as_ref(), &atoms, &w, &cfg).map_err(|e| from_model(e, &file))?;
+    finite_output("--out", "reconstruction", &p)?;
     let solve_s = secs(t);
 
     let t = Instant::now();

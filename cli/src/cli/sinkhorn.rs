@@ -5,7 +5,7 @@ use super::geometry::{
     build_kernel, converged, on_grid, precision, secs, stop_json, warn_unconverged, GeometryArgs,
     StopArgs, Support,
 };
-use super::input::{check_output, write_out, Input, Layout};
+use super::input::{check_ext, check_outputs, renormalize, write_out, Input, Layout};
 use super::progress::{run_blocks, Progress};
 use super::Global;
 use serde_json::json;
@@ -59,7 +59,17 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     let t_start = Instant::now();
     args.geometry.check_reg()?;
     args.stop.check()?;
-    check_output("--out", &args.out)?;
+    check_ext(
+        "--out",
+        &args.out,
+        "npz",
+        "an .npz archive (cost, transport_cost, f, g and plan)",
+    )?;
+    let mut inputs = vec![("--a", args.a.as_path()), ("--b", args.b.as_path())];
+    if let Some(c) = &args.geometry.cost {
+        inputs.push(("--cost", c.as_path()));
+    }
+    check_outputs(&[("--out", &args.out)], &inputs)?;
     let what = "(N,), (M, N) or (M, H, W)";
     let a = Input::load("--a", &args.a, Layout::Rows)?;
     a.expect_ndim(&[1, 2, 3], what)?;
@@ -135,10 +145,12 @@ fn solve<T: Real>(
     let count = a.count().or(b.count());
     let m = count.unwrap_or(1);
     let (a_item, b_item) = (a.item_shape().to_vec(), b.item_shape().to_vec());
-    let ab = a.take_batch::<T>();
+    let mut ab = a.take_batch::<T>();
     a.check(&ab, |x| wassdl::validate::simplex_columns("a", x))?;
-    let bb = b.take_batch::<T>();
+    renormalize(&mut ab, a.dtype());
+    let mut bb = b.take_batch::<T>();
     b.check(&bb, |x| wassdl::validate::simplex_columns("b", x))?;
+    renormalize(&mut bb, b.dtype());
     let (ab, bb) = (broadcast(ab, m), broadcast(bb, m));
 
     let stop = args.stop.stop(Dtype::of::<T>());

@@ -1,9 +1,9 @@
 //! `wassdl transform`: barycentric weights of new data on a learned dictionary.
 
-use super::error::{from_lib, CliError};
+use super::error::{from_model, CliError};
 use super::fit::termination_text;
 use super::geometry::secs;
-use super::input::{check_output, write_out, Input, Layout};
+use super::input::{check_ext, check_outputs, finite_output, renormalize, write_out, Input, Layout};
 use super::model::{
     at_least_one, check_item, item_shape, load_model, warn_line_search, AnyParts, Parts,
 };
@@ -58,7 +58,11 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     if let Some(n) = args.max_iters {
         at_least_one("--max-iters", n)?;
     }
-    check_output("--out", &args.out)?;
+    check_ext("--out", &args.out, "npy", "one .npy array (the weights)")?;
+    check_outputs(
+        &[("--out", &args.out)],
+        &[("--model", &args.model), ("--data", &args.data)],
+    )?;
     let (model, _) = load_model("--model", &args.model)?;
     let data = Input::load("--data", &args.data, Layout::Rows)?;
     data.expect_ndim(
@@ -115,9 +119,10 @@ fn go<T: Real>(
         &format!("the support of {model_name}"),
     )?;
     let count = data.count();
-    let x = data.take_batch::<T>();
+    let mut x = data.take_batch::<T>();
     if cfg.barycenter.rho.is_none() {
         data.check(&x, |x| wassdl::validate::simplex_columns("data", x))?;
+        renormalize(&mut x, data.dtype());
     } else {
         data.check(&x, |x| wassdl::validate::nonnegative("data", x))?;
     }
@@ -128,9 +133,9 @@ fn go<T: Real>(
     if let Some(n) = args.max_iters {
         cfg.lbfgs.max_iters = n;
     }
-    let log = cfg.barycenter.log_domain;
+    let file = format!("--model {}", args.model.display());
     let t = Instant::now();
-    let kernel = spec.build::<T>().map_err(|e| from_lib(e, log))?;
+    let kernel = spec.build::<T>().map_err(|e| from_model(e, &file))?;
     let kernel_s = secs(t);
 
     let t = Instant::now();
@@ -140,11 +145,12 @@ fn go<T: Real>(
         Control::Continue
     });
     let fitted = transform_fit(kernel.as_ref(), &atoms, &x, &cfg, &mut observer)
-        .map_err(|e| from_lib(e, log))?;
+        .map_err(|e| from_model(e, &file))?;
     drop(progress);
     let solve_s = secs(t);
     warn_line_search(global, &fitted);
 
+    finite_output("--out", "weights", &fitted.weights)?;
     let t = Instant::now();
     let s = fitted.weights.rows();
     let shape: Vec<usize> = count.into_iter().chain([s]).collect();

@@ -2,7 +2,7 @@
 
 use super::error::{from_lib, CliError};
 use super::geometry::{secs, stop_json, DEFAULT_MAX_ITERS, DEFAULT_TOL_F64};
-use super::input::{check_output, write_out, Input, Layout};
+use super::input::{check_ext, check_outputs, renormalize, write_out, Input, Layout};
 use super::model::at_least_one;
 use super::progress::Progress;
 use super::Global;
@@ -83,7 +83,17 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     if let Some(n) = args.max_iters {
         at_least_one("--max-iters", n as u64)?;
     }
-    check_output("--out", &args.out)?;
+    at_least_one("--iters", args.iters as u64)?;
+    check_ext("--out", &args.out, "npy", "one .npy array (the weights)")?;
+    let mut inputs = vec![
+        ("--sources", args.sources.as_path()),
+        ("--target", args.target.as_path()),
+        ("--cost", args.cost.as_path()),
+    ];
+    if let Some(p) = &args.init {
+        inputs.push(("--init", p.as_path()));
+    }
+    check_outputs(&[("--out", &args.out)], &inputs)?;
     let mut sources = Input::load("--sources", &args.sources, Layout::Rows)?;
     sources.expect_ndim(&[2], "(K, n_s): one source histogram per row")?;
     let mut target = Input::load("--target", &args.target, Layout::Rows)?;
@@ -99,10 +109,12 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
             target.name()
         )));
     }
-    let h = sources.take_batch::<f64>();
+    let mut h = sources.take_batch::<f64>();
     sources.check(&h, |x| wassdl::validate::simplex_columns("sources", x))?;
-    let y = target.take_batch::<f64>();
+    renormalize(&mut h, sources.dtype());
+    let mut y = target.take_batch::<f64>();
     target.check(&y, |x| wassdl::validate::simplex_columns("target", x))?;
+    renormalize(&mut y, target.dtype());
     let cm = cost.take_finite_matrix()?;
     let init = match &args.init {
         Some(p) => {
@@ -115,8 +127,9 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
                     sources.name()
                 )));
             }
-            let w = w0.take_batch::<f64>();
+            let mut w = w0.take_batch::<f64>();
             w0.check(&w, |x| wassdl::validate::simplex_columns("init", x))?;
+            renormalize(&mut w, w0.dtype());
             Some(w.into_vec())
         }
         None => None,
@@ -135,7 +148,8 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
             max_iter: args.max_iters.unwrap_or(DEFAULT_PIVOTS),
         },
     };
-    let log = args.reg.is_some();
+    // unmix has no --log (its entropic solver picks the domain): never suggest it.
+    let log = true;
     let t = Instant::now();
     let ys = y.into_vec();
     let progress = Progress::new(global.quiet, args.iters, "unmix");
@@ -151,7 +165,23 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
             iterations: n,
             solver,
         };
-        let r = unmix(&h, &ys, &cm, w.as_deref(), &cfg).map_err(|e| from_lib(e, log))?;
+        let done = losses.len();
+        let r = unmix(&h, &ys, &cm, w.as_deref(), &cfg).map_err(|e| match e {
+            // The library counts the steps of this block; report the run's count.
+            wassdl::Error::Numerical {
+                solver,
+                iteration,
+                message,
+            } => from_lib(
+                wassdl::Error::Numerical {
+                    solver,
+                    iteration: iteration + done,
+                    message,
+                },
+                log,
+            ),
+            e => from_lib(e, log),
+        })?;
         losses.extend(r.losses);
         w = Some(r.weights);
         progress.update(losses.len() as u64, || {
