@@ -43,7 +43,9 @@ use wassdl::{
 // Errors, panics, the GIL
 
 fn value_error(e: wassdl::Error) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    // The core calls the regularization γ `gamma`; every Python function calls it `reg`
+    // (POT's name), as the CLI calls it `--reg`.
+    PyValueError::new_err(e.to_string().replacen("`gamma`", "`reg`", 1))
 }
 
 fn bad(msg: impl Into<String>) -> PyErr {
