@@ -1,8 +1,8 @@
 //! `wassdl._core`: the Rust extension behind the `wassdl` Python package.
 //!
 //! Thin by design: every function converts NumPy arrays to the core's [`Batch`] (one copy,
-//! a `memcpy` for C-ordered inputs and a gather otherwise; dense cost matrices are
-//! borrowed without a copy when contiguous), calls one public function of the `wassdl`
+//! a `memcpy` for C-ordered inputs and a gather otherwise; dense cost matrices are read
+//! in place when the layout allows, see [`CostData`]), calls one public function of the `wassdl`
 //! crate with the GIL released, and converts the result back. The Python layer
 //! (`python/wassdl/__init__.py`) does the POT-style argument handling, the layouts and
 //! the dtype promotion, so that every array reaching this module is already `float32`
@@ -18,8 +18,8 @@
 
 use numpy::ndarray::{Array1, Array2, Array3, ArrayView2};
 use numpy::{
-    Element, IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods,
-    PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
+    Element, IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyReadonlyArray1,
+    PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -27,16 +27,18 @@ use pyo3::types::{PyDict, PyList};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use wassdl::dictionary::{
-    self, AtomInit, Control, FnObserver, IterationInfo, LbfgsSettings, LineSearchKind,
-    Objective, Termination, WdlConfig, WeightInit,
+    self, AtomInit, Control, FnObserver, IterationInfo, LbfgsSettings, LineSearchKind, Objective,
+    Termination, WdlConfig, WeightInit,
 };
 use wassdl::gradcheck::{check_gradient_with, FdStep, Stencil};
-use wassdl::pointcloud::{sinkhorn_divergence as core_divergence, PointCloud, SinkhornDivergenceConfig};
+use wassdl::pointcloud::{
+    sinkhorn_divergence as core_divergence, PointCloud, SinkhornDivergenceConfig,
+};
 use wassdl::unmixing::{unmix as core_unmix, UnmixingConfig, UnmixingSolver};
 use wassdl::{
     barycenters, loss_and_grad, sinkhorn as core_sinkhorn, BarycenterConfig, Batch, DenseKernel,
-    GradOptions, GradientMethod, Grid, GridKernel, GridUnits, Kernel, Loss, Real,
-    SinkhornConfig, Stop,
+    GradOptions, GradientMethod, Grid, GridKernel, GridUnits, Kernel, Loss, Real, SinkhornConfig,
+    Stop,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -158,8 +160,13 @@ fn units(s: &str) -> PyResult<GridUnits> {
     }
 }
 
-/// A dense cost matrix, borrowed when contiguous (row- or column-major) and gathered
-/// otherwise; it is read only while the kernel `exp(-C/γ)` is built.
+/// A dense cost matrix, borrowed when it is Fortran-ordered (the core's column-major
+/// layout) or C-ordered and symmetric (see [`KernelSrc::build`]), and otherwise copied
+/// once into the column-major layout: a C-ordered one by a blocked transpose (done
+/// without the GIL), a strided one by a gather. The core builds `exp(-C/γ)` column by
+/// column; reading a C-ordered `N × N` matrix through a row-major view would stride
+/// across rows three times (finiteness, kernel, symmetry), which at N = 1024 costs more
+/// than the copy (measured with bench/bench_binding.py).
 enum CostData<'a, T> {
     RowMajor(&'a [T], usize, usize),
     ColMajor(&'a [T], usize, usize),
@@ -179,13 +186,33 @@ impl<'a, T: Real + Element> CostData<'a, T> {
             CostData::Owned(mat_batch(v))
         }
     }
-    fn mat(&self) -> faer::MatRef<'_, T> {
+    /// The column-major matrix (copying a row-major one, see the type's docs).
+    fn with_mat<R>(&self, f: impl FnOnce(faer::MatRef<'_, T>) -> R) -> R {
         match self {
-            CostData::RowMajor(s, r, k) => faer::MatRef::from_row_major_slice(s, *r, *k),
-            CostData::ColMajor(s, r, k) => faer::MatRef::from_column_major_slice(s, *r, *k),
-            CostData::Owned(b) => b.view(),
+            CostData::RowMajor(s, r, k) => {
+                let b = Batch::from_vec(*r, *k, transpose_row_major(s, *r, *k));
+                f(b.view())
+            }
+            CostData::ColMajor(s, r, k) => f(faer::MatRef::from_column_major_slice(s, *r, *k)),
+            CostData::Owned(b) => f(b.view()),
         }
     }
+}
+
+/// Row-major `r × k` → column-major, in 32 × 32 tiles so that both sides stay in cache.
+fn transpose_row_major<T: Copy + Default>(s: &[T], r: usize, k: usize) -> Vec<T> {
+    const B: usize = 32;
+    let mut out = vec![T::default(); r * k];
+    for ib in (0..r).step_by(B) {
+        for jb in (0..k).step_by(B) {
+            for i in ib..(ib + B).min(r) {
+                for j in jb..(jb + B).min(k) {
+                    out[j * r + i] = s[i * k + j];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `(r, k)` matrix → `r × k` column-major batch (a matrix in its own orientation, e.g. a
@@ -216,7 +243,9 @@ fn kernel_src<'a, T: Real + Element>(
         (None, Some(g)) => Ok(KernelSrc::Grid(
             Grid::new(&g).map_err(value_error)?.with_units(units(unit)?),
         )),
-        _ => Err(bad("give exactly one of `M` (a cost matrix) and `grid` (a grid shape)")),
+        _ => Err(bad(
+            "give exactly one of `M` (a cost matrix) and `grid` (a grid shape)",
+        )),
     }
 }
 
@@ -227,10 +256,28 @@ unsafe impl<T: Sync> Send for KernelSrc<'_, T> {}
 
 impl<T: Real + Element> KernelSrc<'_, T> {
     fn build(&self, reg: f64) -> wassdl::Result<Box<dyn Kernel<T>>> {
+        let gamma = T::of(reg);
         Ok(match self {
-            KernelSrc::Dense(c) => Box::new(DenseKernel::new(c.mat(), T::of(reg))?),
-            KernelSrc::Grid(g) => Box::new(GridKernel::new(g, T::of(reg))?),
+            KernelSrc::Dense(CostData::RowMajor(s, r, k)) if r == k => {
+                // The memory of a C-ordered C read column-major is Cᵀ: build from it
+                // without a copy, and keep it if the core found it symmetric (exact
+                // equality, so then exp(-Cᵀ/γ) is exactly exp(-C/γ)). Otherwise (or on an
+                // error, whose indices must refer to C) build from C itself.
+                let t = faer::MatRef::from_column_major_slice(s, *k, *r);
+                match DenseKernel::new(t, gamma) {
+                    Ok(kern) if kern.is_symmetric() => Box::new(kern),
+                    _ => Box::new(self.dense(gamma)?),
+                }
+            }
+            KernelSrc::Dense(_) => Box::new(self.dense(gamma)?),
+            KernelSrc::Grid(g) => Box::new(GridKernel::new(g, gamma)?),
         })
+    }
+    fn dense(&self, gamma: T) -> wassdl::Result<DenseKernel<T>> {
+        match self {
+            KernelSrc::Dense(c) => c.with_mat(|m| DenseKernel::new(m, gamma)),
+            KernelSrc::Grid(_) => unreachable!("dense() is called on dense sources only"),
+        }
     }
 }
 
@@ -395,7 +442,11 @@ fn barycenter<'py>(
     }
 }
 
-fn grad_opts(method: &str, chunk: Option<usize>, checkpoint: Option<usize>) -> PyResult<GradOptions> {
+fn grad_opts(
+    method: &str,
+    chunk: Option<usize>,
+    checkpoint: Option<usize>,
+) -> PyResult<GradOptions> {
     let method = match method {
         "tape" => GradientMethod::Tape,
         "analytic" => GradientMethod::Analytic,
@@ -538,6 +589,9 @@ fn emd<'py>(
     ))
 }
 
+/// Two 1-D float64 arrays.
+type Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
 /// Wasserstein unmixing (float64): sources `(K, n_s)` one per row, target `(n_t,)`,
 /// cost `(n_s, n_t)`. Exact OT without `reg`, entropic with it. Returns `(weights, losses)`.
 #[pyfunction]
@@ -555,7 +609,7 @@ fn unmix<'py>(
     max_iter: usize,
     init: Option<PyReadonlyArray1<'py, f64>>,
     emd_max_iter: usize,
-) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<Pair<'py>> {
     let h = rows_batch(sources.as_array());
     let t = target.as_array().to_vec();
     let c = mat_batch(m.as_array());
@@ -683,12 +737,19 @@ fn check_gradient<'py>(
         )));
     }
     if !(floor.is_finite() && floor >= 0.0) {
-        return Err(bad(format!("`floor` = {floor} is invalid: it must be finite and >= 0")));
+        return Err(bad(format!(
+            "`floor` = {floor} is invalid: it must be finite and >= 0"
+        )));
     }
     if !(step.is_finite() && step > 0.0) {
-        return Err(bad(format!("`step` = {step} is invalid: it must be finite and > 0")));
+        return Err(bad(format!(
+            "`step` = {step} is invalid: it must be finite and > 0"
+        )));
     }
-    if let Some(bad_i) = coords.as_ref().and_then(|c| c.iter().find(|&&i| i >= x.len())) {
+    if let Some(bad_i) = coords
+        .as_ref()
+        .and_then(|c| c.iter().find(|&&i| i >= x.len()))
+    {
         return Err(bad(format!(
             "`coords` has index {bad_i}, out of range for `x` of length {}",
             x.len()
