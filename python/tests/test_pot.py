@@ -95,6 +95,9 @@ def test_emd_matches_pot():
     np.testing.assert_allclose(lg1["v"], lg0["v"], atol=1e-12)
 
 
+# POT's self-term solves at this reg stop short of its stopThr (it warns); the 2%
+# comparison is far coarser than that residual.
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
 def test_sinkhorn_divergence_vs_pot_converged():
     """POT's empirical_sinkhorn_divergence uses cost ‖x−y‖² with reg on it and the
     transport costs ⟨T, C⟩; ours (GeomLoss) the cost ‖x−y‖²/2 with ε = blur² and the dual
