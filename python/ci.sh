@@ -23,8 +23,8 @@ rm -rf "$venv"
 pip=("$venv/bin/python" -m pip)
 say "pip install --upgrade pip"
 "${pip[@]}" install --quiet --upgrade pip
-say "pip install numpy pot pytest"
-"${pip[@]}" install --quiet numpy pot pytest
+say "pip install numpy pot pytest scikit-learn (scikit-learn only for the clone() check)"
+"${pip[@]}" install --quiet numpy pot pytest scikit-learn
 say "pip install $here (builds the Rust extension with maturin, release profile)"
 log="$venv/pip-install-wassdl.log"
 if ! "${pip[@]}" install --verbose "$here" >"$log" 2>&1; then
