@@ -9,7 +9,8 @@ others use NumPy's "one histogram per row" layout of ``docs/cli.md``.
 Precision: a call runs in float32 when every array argument is float32 and in float64
 otherwise (NumPy's promotion rule); results come back in that precision. Arrays may be
 C- or Fortran-ordered or strided: each is copied once into the core's column-major
-buffer (a ``memcpy`` when C-ordered), and a contiguous cost matrix is read in place.
+buffer (a ``memcpy`` when C-ordered); a cost matrix is read in place when Fortran-ordered
+or C-ordered and symmetric.
 The GIL is released while the core computes.
 
 Errors in the input raise ``ValueError`` with the core's one-line message.
