@@ -27,7 +27,7 @@ use rand_distr::StandardNormal;
 use std::path::{Path, PathBuf};
 use wassdl::dictionary::NoObserver;
 use wassdl::pointcloud::dictionary::{
-    BarycenterSettings, LabeledCloud, LabeledMinibatchDictionary, MinibatchConfig,
+    FixedPointConfig, LabeledCloud, LabeledMinibatchDictionary, MinibatchConfig,
 };
 use wassdl::Batch;
 use wassdl_cli::figures::palette;
@@ -166,7 +166,7 @@ pub fn run_with(
         lr: 0.05,
         num_iter_max: if quick { 20 } else { 60 },
         batches_per_it: 10,
-        barycenter: BarycenterSettings {
+        barycenter: FixedPointConfig {
             max_iter: 5,
             ..Default::default()
         },

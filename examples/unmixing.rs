@@ -18,7 +18,7 @@ use clap::Parser;
 use std::path::{Path, PathBuf};
 use wassdl::barycenter::Stop;
 use wassdl::pointcloud::{cost_matrix, Cost, PointCloud};
-use wassdl::unmixing::{unmix, UnmixingConfig, UnmixingSolver};
+use wassdl::unmixing::{unmix, InnerOt, UnmixingConfig};
 use wassdl::Batch;
 
 #[derive(Parser, Debug)]
@@ -98,8 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         exact.weights[0], exact.weights[1]
     );
     let ent_cfg = UnmixingConfig {
-        solver: UnmixingSolver::Entropic {
-            reg: args.reg,
+        solver: InnerOt::Entropic {
+            gamma: args.reg,
             stop: Stop::Tolerance {
                 tol: 1e-9,
                 max_iter: 100_000,

@@ -18,11 +18,11 @@
 //! with the gradient of the OT cost with respect to the source weights given by its dual
 //! potential:
 //!
-//! * [`UnmixingSolver::Exact`]: `OT` is the exact cost (`ot.emd2`), solved by the network
+//! * [`InnerOt::Exact`]: `OT` is the exact cost (`ot.emd2`), solved by the network
 //!   simplex of [`crate::emd`]; the gradient is `u − mean(u)` with `u` the dual
 //!   potential centred as POT's `center_dual=True`, which is exactly what `ot.emd2`
 //!   registers with PyTorch's autograd;
-//! * [`UnmixingSolver::Entropic`]: `OT` is the entropic cost with the relative entropy
+//! * [`InnerOt::Entropic`]: `OT` is the entropic cost with the relative entropy
 //!   `KL(T | a ⊗ b)` (GeomLoss's and OTT's convention), solved by the log-domain
 //!   [`sinkhorn`]; the gradient is its potential `f = −γ log Σ_j exp((g_j − M_ij)/γ)`,
 //!   finite even where `a_i = 0` (POT's `sinkhorn2` regularizes by the entropy of `T`
@@ -34,27 +34,11 @@ use crate::batch::Batch;
 use crate::emd::{emd, proj_simplex};
 use crate::error::{Error, Result};
 use crate::kernel::{apply_log_new, DenseKernel};
+/// The inner OT solver of [`unmix`] (the same type as the point-cloud solvers').
+pub use crate::pointcloud::InnerOt;
 use crate::pointcloud::{cost_matrix, emd_error, Cost, PointCloud};
 use crate::sinkhorn::{sinkhorn, SinkhornConfig};
 use crate::validate;
-
-/// The OT cost whose gradient drives the unmixing.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum UnmixingSolver {
-    /// Exact OT (network simplex) with this pivot cap (POT's default `100_000`).
-    Exact {
-        /// Pivot cap.
-        max_iter: usize,
-    },
-    /// Entropic OT with regularization `reg` (units of the cost), `KL(T | a ⊗ b)`.
-    Entropic {
-        /// Regularization γ > 0.
-        reg: f64,
-        /// Sinkhorn stopping rule.
-        stop: Stop,
-    },
-}
 
 /// Settings of [`unmix`], defaulted as the seed: `lr = 2e-3`, 500 iterations, exact OT,
 /// started from uniform weights.
@@ -66,7 +50,7 @@ pub struct UnmixingConfig {
     /// Number of projected-gradient steps.
     pub iterations: usize,
     /// Inner OT solver.
-    pub solver: UnmixingSolver,
+    pub solver: InnerOt,
 }
 
 impl Default for UnmixingConfig {
@@ -74,7 +58,7 @@ impl Default for UnmixingConfig {
         UnmixingConfig {
             lr: 2e-3,
             iterations: 500,
-            solver: UnmixingSolver::Exact { max_iter: 100_000 },
+            solver: InnerOt::Exact { max_iter: 100_000 },
         }
     }
 }
@@ -96,18 +80,13 @@ pub struct MixtureProblem {
     cost_rm: Vec<f64>,
     cost_max: f64,
     kernel: Option<DenseKernel<f64>>,
-    solver: UnmixingSolver,
+    solver: InnerOt,
 }
 
 impl MixtureProblem {
     /// Validates `h` (`n_s × K`, every column on the simplex), `target` (length `n_t`, on
     /// the simplex) and `cost` (`n_s × n_t`, finite) for `solver`.
-    pub fn new(
-        h: &Batch<f64>,
-        target: &[f64],
-        cost: &Batch<f64>,
-        solver: UnmixingSolver,
-    ) -> Result<Self> {
+    pub fn new(h: &Batch<f64>, target: &[f64], cost: &Batch<f64>, solver: InnerOt) -> Result<Self> {
         validate::rows("h", h, h.rows())?;
         validate::simplex_columns("h", h)?;
         let b = Batch::from_vec(target.len(), 1, target.to_vec());
@@ -121,8 +100,8 @@ impl MixtureProblem {
             });
         }
         let kernel = match solver {
-            UnmixingSolver::Exact { .. } => None,
-            UnmixingSolver::Entropic { reg, .. } => Some(DenseKernel::new(cost.view(), reg)?),
+            InnerOt::Exact { .. } => None,
+            InnerOt::Entropic { gamma: reg, .. } => Some(DenseKernel::new(cost.view(), reg)?),
         };
         let (ns, nt) = cost.shape();
         let mut cost_rm = Vec::with_capacity(ns * nt);
@@ -175,13 +154,13 @@ impl MixtureProblem {
         validate::nonnegative("w", &wb)?;
         let a = self.mixture(w);
         let (loss, mut u) = match (self.solver, &self.kernel) {
-            (UnmixingSolver::Exact { max_iter }, _) => {
+            (InnerOt::Exact { max_iter }, _) => {
                 let sol = emd(&a, &self.b, &self.cost_rm, max_iter)
                     .map_err(|e| emd_error(e, ("w", &a), ("target", &self.b)))?;
                 (sol.cost, sol.f)
             }
-            (UnmixingSolver::Entropic { stop, .. }, Some(k)) => self.entropic(k, &a, stop, warm)?,
-            (UnmixingSolver::Entropic { .. }, None) => unreachable!("kernel built in new()"),
+            (InnerOt::Entropic { stop, .. }, Some(k)) => self.entropic(k, &a, stop, warm)?,
+            (InnerOt::Entropic { .. }, None) => unreachable!("kernel built in new()"),
         };
         if !loss.is_finite() || u.iter().any(|x| !x.is_finite()) {
             return Err(Error::Numerical {
@@ -213,7 +192,7 @@ impl MixtureProblem {
         stop: Stop,
         warm: &mut Option<(Batch<f64>, Batch<f64>)>,
     ) -> Result<(f64, Vec<f64>)> {
-        let UnmixingSolver::Entropic { reg, .. } = self.solver else {
+        let InnerOt::Entropic { gamma: reg, .. } = self.solver else {
             unreachable!("called for the entropic solver only")
         };
         // The scaling domain is ~50x faster and safe while exp(−M/γ) stays well above

@@ -238,7 +238,7 @@ fn entropic_free_support_is_the_fixed_point_of_the_entropic_projection() {
         max_iter: 1000,
         tol: 1e-24,
         inner: InnerOt::Entropic {
-            reg,
+            gamma: reg,
             stop: Stop::Tolerance {
                 tol: 1e-14,
                 max_iter: 100_000,

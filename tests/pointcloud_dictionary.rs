@@ -8,7 +8,7 @@ use rand_distr::StandardNormal;
 use wassdl::barycenter::Stop;
 use wassdl::dictionary::{Control, FnObserver, NoObserver};
 use wassdl::pointcloud::dictionary::{
-    AtomInit, BarycenterSettings, EmpiricalDictionary, LabelWeight, LabeledCloud,
+    AtomInit, EmpiricalDictionary, FixedPointConfig, LabelWeight, LabeledCloud,
     LabeledMinibatchDictionary, MinibatchConfig, MinibatchDictionary, MinibatchSampler, Sampling,
     TransformConfig,
 };
@@ -121,7 +121,7 @@ fn reconstruct_with_one_hot_weights_returns_that_atom() {
     let dict = EmpiricalDictionary::new(
         atoms.clone(),
         Batch::zeros(3, 0),
-        BarycenterSettings {
+        FixedPointConfig {
             max_iter: 20,
             ..Default::default()
         },
@@ -167,14 +167,14 @@ fn unlabeled_fixed_point_matches_free_support_barycenter() {
     for inner in [
         InnerOt::Exact { max_iter: 100_000 },
         InnerOt::Entropic {
-            reg: 0.5,
+            gamma: 0.5,
             stop: Stop::Tolerance {
                 tol: 1e-10,
                 max_iter: 5000,
             },
         },
     ] {
-        let settings = BarycenterSettings {
+        let settings = FixedPointConfig {
             max_iter: 10,
             tol: 1e-9,
             inner,
@@ -211,12 +211,12 @@ fn unlabeled_fixed_point_matches_free_support_barycenter() {
 fn unconverged_inner_sinkhorn_is_an_error() {
     let mut rng = StdRng::seed_from_u64(4);
     let atoms = random_atoms(&mut rng, 3, 20, None);
-    let settings = BarycenterSettings {
+    let settings = FixedPointConfig {
         max_iter: 3,
         tol: 0.0,
         inner: InnerOt::Entropic {
             // γ = 0.01 against costs of order 10: two iterations are far from 1e-12
-            reg: 0.01,
+            gamma: 0.01,
             stop: Stop::Tolerance {
                 tol: 1e-12,
                 max_iter: 2,
@@ -245,7 +245,7 @@ fn one_d_dictionary() -> EmpiricalDictionary<f64> {
                 .unwrap()
         })
         .collect();
-    EmpiricalDictionary::new(atoms, Batch::zeros(3, 0), BarycenterSettings::default()).unwrap()
+    EmpiricalDictionary::new(atoms, Batch::zeros(3, 0), FixedPointConfig::default()).unwrap()
 }
 
 #[test]
@@ -427,7 +427,7 @@ fn gradients_match_finite_differences() {
     let mut rng = StdRng::seed_from_u64(12);
     let atoms = random_atoms(&mut rng, 3, 8, Some(2));
     let weights = Batch::from_vec(3, 2, vec![0.5, 0.3, 0.2, 0.25, 0.35, 0.4]);
-    let settings = BarycenterSettings {
+    let settings = FixedPointConfig {
         max_iter: 3,
         tol: 0.0,
         inner: InnerOt::Exact { max_iter: 100_000 },
@@ -518,11 +518,11 @@ fn entropic_inner_ot_fits_too() {
         .collect();
     let cfg = MinibatchConfig {
         atom_init: AtomInit::Gaussian,
-        barycenter: BarycenterSettings {
+        barycenter: FixedPointConfig {
             // γ = 1 against squared distances of ~16: a blurred but well-defined plan that
             // Sinkhorn reaches in tens of iterations.
             inner: InnerOt::Entropic {
-                reg: 1.0,
+                gamma: 1.0,
                 stop: Stop::Tolerance {
                     tol: 1e-6,
                     max_iter: 1000,
@@ -565,7 +565,7 @@ fn invalid_inputs_are_errors() {
     ));
     assert!(matches!(
         bad(MinibatchConfig {
-            barycenter: BarycenterSettings {
+            barycenter: FixedPointConfig {
                 max_iter: 0,
                 ..Default::default()
             },

@@ -26,8 +26,8 @@ fn seed() -> Seed {
     }
 }
 
-fn exact() -> UnmixingSolver {
-    UnmixingSolver::Exact { max_iter: 100_000 }
+fn exact() -> InnerOt {
+    InnerOt::Exact { max_iter: 100_000 }
 }
 
 #[test]
@@ -118,8 +118,8 @@ fn clouds_api_equals_matrix_api() {
 fn entropic_gradient_matches_finite_differences() {
     let s = seed();
     let reg = 0.05;
-    let solver = UnmixingSolver::Entropic {
-        reg,
+    let solver = InnerOt::Entropic {
+        gamma: reg,
         stop: Stop::Tolerance {
             tol: 1e-14,
             max_iter: 100_000,
@@ -151,8 +151,8 @@ fn entropic_gradient_matches_finite_differences() {
 fn entropic_unmixing_lands_near_the_exact_minimizer() {
     let s = seed();
     let cfg = UnmixingConfig {
-        solver: UnmixingSolver::Entropic {
-            reg: 0.1,
+        solver: InnerOt::Entropic {
+            gamma: 0.1,
             stop: Stop::Tolerance {
                 tol: 1e-9,
                 max_iter: 100_000,

@@ -15,7 +15,7 @@ use wassdl::dictionary::{
     fit, reconstruct, transform, KernelSpec, Model, NoObserver, WdlConfig, WeightInit,
 };
 use wassdl::emd::emd;
-use wassdl::unmixing::{unmix, UnmixingConfig, UnmixingSolver};
+use wassdl::unmixing::{unmix, InnerOt, UnmixingConfig};
 use wassdl::{
     barycenters, sinkhorn, BarycenterConfig, Batch, DenseKernel, Grid, GridKernel, GridUnits,
     Kernel, Loss, Real, SinkhornConfig, Stop,
@@ -1361,11 +1361,11 @@ fn unmix_matches_the_library_exact_and_entropic() {
     let cb = Batch::from_fn(ns, nt, |i, j| c[i * nt + j]);
     let pw = dir.join("w.npy");
     for (extra, solver) in [
-        (vec![], UnmixingSolver::Exact { max_iter: 100_000 }),
+        (vec![], InnerOt::Exact { max_iter: 100_000 }),
         (
             vec!["--reg", "0.01"],
-            UnmixingSolver::Entropic {
-                reg: 0.01,
+            InnerOt::Entropic {
+                gamma: 0.01,
                 stop: Stop::Tolerance {
                     tol: 1e-9,
                     max_iter: 10_000,
@@ -1758,7 +1758,11 @@ fn non_finite_results_are_errors_never_outputs() {
         if log {
             args.push("--log");
         }
-        fails(&args, 1, &["sinkhorn failed", "beyond the range", "rescale"]);
+        fails(
+            &args,
+            1,
+            &["sinkhorn failed", "beyond the range", "rescale"],
+        );
     }
     assert!(!out.exists());
 }

@@ -34,7 +34,7 @@ use wassdl::gradcheck::{check_gradient_with, FdStep, Stencil};
 use wassdl::pointcloud::{
     sinkhorn_divergence as core_divergence, PointCloud, SinkhornDivergenceConfig,
 };
-use wassdl::unmixing::{unmix as core_unmix, UnmixingConfig, UnmixingSolver};
+use wassdl::unmixing::{unmix as core_unmix, InnerOt, UnmixingConfig};
 use wassdl::{
     barycenters, loss_and_grad, sinkhorn as core_sinkhorn, BarycenterConfig, Batch, DenseKernel,
     GradOptions, GradientMethod, Grid, GridKernel, GridUnits, Kernel, Loss, Real, SinkhornConfig,
@@ -615,11 +615,11 @@ fn unmix<'py>(
     let c = mat_batch(m.as_array());
     let init = init.map(|w| w.as_array().to_vec());
     let solver = match reg {
-        None => UnmixingSolver::Exact {
+        None => InnerOt::Exact {
             max_iter: emd_max_iter,
         },
-        Some(reg) => UnmixingSolver::Entropic {
-            reg,
+        Some(reg) => InnerOt::Entropic {
+            gamma: reg,
             stop: Stop::Tolerance { tol, max_iter },
         },
     };

@@ -285,7 +285,7 @@ pub enum LabelWeight {
 /// The barycenter solver of a dictionary (the fixed point of the module docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct BarycenterSettings {
+pub struct FixedPointConfig {
     /// Fixed-point iterations, at least one (the seed's `num_iter_barycenter = 5`).
     pub max_iter: usize,
     /// Stop early when `‖ΔX_B‖² + ‖ΔY_B‖² ≤ tol` (POT's `stopThr = 1e-7`; 0 runs all
@@ -297,9 +297,9 @@ pub struct BarycenterSettings {
     pub label_weight: LabelWeight,
 }
 
-impl Default for BarycenterSettings {
+impl Default for FixedPointConfig {
     fn default() -> Self {
-        BarycenterSettings {
+        FixedPointConfig {
             max_iter: 5,
             tol: 1e-7,
             inner: InnerOt::Exact { max_iter: 100_000 },
@@ -308,7 +308,7 @@ impl Default for BarycenterSettings {
     }
 }
 
-impl BarycenterSettings {
+impl FixedPointConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
         if self.max_iter == 0 {
@@ -333,7 +333,7 @@ impl BarycenterSettings {
                     value: 0.0,
                 })
             }
-            InnerOt::Entropic { reg, .. } => validate::positive("inner.reg", reg)?,
+            InnerOt::Entropic { gamma: reg, .. } => validate::positive("inner.reg", reg)?,
             InnerOt::Exact { .. } => {}
         }
         if let LabelWeight::Fixed(b) = self.label_weight {
@@ -404,7 +404,7 @@ pub struct MinibatchConfig {
     /// Dataset minibatches with or without replacement.
     pub sampling: Sampling,
     /// Barycenter and inner OT.
-    pub barycenter: BarycenterSettings,
+    pub barycenter: FixedPointConfig,
     /// Learn the atom labels (`grad_labels`); otherwise they keep their initial values.
     pub grad_labels: bool,
     /// Initial atoms.
@@ -428,7 +428,7 @@ impl Default for MinibatchConfig {
             num_iter_max: 100,
             batches_per_it: 100,
             sampling: Sampling::WithReplacement,
-            barycenter: BarycenterSettings::default(),
+            barycenter: FixedPointConfig::default(),
             grad_labels: true,
             atom_init: AtomInit::FromData,
             weight_init: WeightInit::Uniform,
@@ -552,7 +552,7 @@ pub struct DictionaryGradient {
 pub struct EmpiricalDictionary<T: Real> {
     atoms: Vec<LabeledCloud<T>>,
     weights: Batch<T>,
-    barycenter: BarycenterSettings,
+    barycenter: FixedPointConfig,
 }
 
 impl<T: Real> EmpiricalDictionary<T> {
@@ -561,7 +561,7 @@ impl<T: Real> EmpiricalDictionary<T> {
     pub fn new(
         atoms: Vec<LabeledCloud<T>>,
         weights: Batch<T>,
-        barycenter: BarycenterSettings,
+        barycenter: FixedPointConfig,
     ) -> Result<Self> {
         let first = atoms.first().ok_or_else(|| Error::ShapeMismatch {
             arg: "atoms",
@@ -598,11 +598,11 @@ impl<T: Real> EmpiricalDictionary<T> {
         &self.weights
     }
     /// The barycenter settings used by `reconstruct`, `transform` and `objective`.
-    pub fn barycenter_settings(&self) -> &BarycenterSettings {
+    pub fn barycenter_settings(&self) -> &FixedPointConfig {
         &self.barycenter
     }
     /// The same dictionary with other barycenter settings (validated).
-    pub fn with_barycenter(mut self, settings: BarycenterSettings) -> Result<Self> {
+    pub fn with_barycenter(mut self, settings: FixedPointConfig) -> Result<Self> {
         settings.validate()?;
         self.barycenter = settings;
         Ok(self)
@@ -899,7 +899,7 @@ struct JointBarycenter {
 fn joint_barycenter(
     atoms: &[LabeledCloud<f64>],
     lambda: &[f64],
-    s: &BarycenterSettings,
+    s: &FixedPointConfig,
 ) -> Result<JointBarycenter> {
     let k0 = lambda
         .iter()
@@ -971,7 +971,7 @@ fn dataset_term(
     atoms: &[LabeledCloud<f64>],
     lambda: &[f64],
     q: &LabeledCloud<f64>,
-    s: &BarycenterSettings,
+    s: &FixedPointConfig,
     want_grad: bool,
 ) -> Result<Term> {
     let bar = joint_barycenter(atoms, lambda, s)?;
@@ -1160,7 +1160,7 @@ fn transform_one(
     atoms: &[LabeledCloud<f64>],
     q: &LabeledCloud<f64>,
     cfg: &TransformConfig,
-    bs: &BarycenterSettings,
+    bs: &FixedPointConfig,
     seed: u64,
 ) -> Result<Vec<f64>> {
     let s = atoms.len();

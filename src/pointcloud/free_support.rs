@@ -22,7 +22,8 @@ use crate::kernel::DenseKernel;
 use crate::sinkhorn::{sinkhorn, SinkhornConfig};
 use crate::validate;
 
-/// The OT solver inside each fixed-point iteration.
+/// An inner OT solver: inside each free-support fixed-point iteration, in point-cloud
+/// dictionaries, and in Wasserstein unmixing ([`crate::unmixing`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum InnerOt {
@@ -32,11 +33,11 @@ pub enum InnerOt {
         /// Pivot cap.
         max_iter: usize,
     },
-    /// Entropic OT (log-domain [`sinkhorn`]) with regularization `reg` on the squared
-    /// Euclidean cost (POT's `ot.bregman.free_support_sinkhorn_barycenter`).
+    /// Entropic OT ([`sinkhorn`]) with regularization `gamma` (POT's `reg`), `KL(T | a ⊗ b)`
+    /// (POT's `ot.bregman.free_support_sinkhorn_barycenter` for free-support barycenters).
     Entropic {
-        /// Regularization γ (in units of squared distance).
-        reg: f64,
+        /// Regularization γ > 0, in units of the cost.
+        gamma: f64,
         /// Sinkhorn stopping rule.
         stop: Stop,
     },
@@ -105,7 +106,7 @@ pub(crate) fn inner_plan(
                 cost: sol.cost,
             })
         }
-        InnerOt::Entropic { reg, stop } => {
+        InnerOt::Entropic { gamma: reg, stop } => {
             let cm = Batch::from_fn(n, m, |i, j| c[i * m + j]);
             let k = DenseKernel::new(cm.view(), reg)?;
             let cfg = SinkhornConfig {
@@ -237,7 +238,7 @@ pub fn free_support_barycenter(
             value: cfg.tol,
         });
     }
-    if let InnerOt::Entropic { reg, .. } = cfg.inner {
+    if let InnerOt::Entropic { gamma: reg, .. } = cfg.inner {
         validate::positive("reg", reg)?;
     }
     let (dim, n) = (init.dim(), init.len());

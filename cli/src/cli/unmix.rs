@@ -10,7 +10,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use wassdl_cli::npy::{write_npy, NpyArray};
-use wassdl::unmixing::{unmix, MixtureProblem, UnmixingConfig, UnmixingSolver};
+use wassdl::unmixing::{unmix, MixtureProblem, UnmixingConfig, InnerOt};
 use wassdl::Stop;
 
 /// Default pivot cap of the exact solver (POT's).
@@ -137,14 +137,14 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     let read_s = secs(t_start);
 
     let solver = match args.reg {
-        Some(reg) => UnmixingSolver::Entropic {
-            reg,
+        Some(reg) => InnerOt::Entropic {
+            gamma: reg,
             stop: Stop::Tolerance {
                 tol: args.tol,
                 max_iter: args.max_iters.unwrap_or(DEFAULT_MAX_ITERS),
             },
         },
-        None => UnmixingSolver::Exact {
+        None => InnerOt::Exact {
             max_iter: args.max_iters.unwrap_or(DEFAULT_PIVOTS),
         },
     };
@@ -199,8 +199,8 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
     write_out("--out", write_npy(&args.out, &arr))?;
     let write_s = secs(t);
     let solver_json = match solver {
-        UnmixingSolver::Exact { max_iter } => json!({ "exact": { "max_pivots": max_iter } }),
-        UnmixingSolver::Entropic { reg, stop } => {
+        InnerOt::Exact { max_iter } => json!({ "exact": { "max_pivots": max_iter } }),
+        InnerOt::Entropic { gamma: reg, stop } => {
             json!({ "entropic": { "reg": reg, "stop": stop_json(stop) } })
         }
     };
