@@ -1758,7 +1758,11 @@ fn non_finite_results_are_errors_never_outputs() {
         if log {
             args.push("--log");
         }
-        fails(&args, 1, &["sinkhorn failed", "beyond the range", "rescale"]);
+        fails(
+            &args,
+            1,
+            &["sinkhorn failed", "beyond the range", "rescale"],
+        );
     }
     assert!(!out.exists());
 }
