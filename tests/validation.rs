@@ -772,6 +772,158 @@ fn simplex_check_sums_in_f64() {
     assert_eq!(validate::sum_f64(&[1e16f64, 1.0, -1e16]), 1.0);
 }
 
+/// The property of [`results_are_finite_or_errors`] for one draw (costs `C_ij = ±m·10^e`
+/// from `exps`, γ = `gman · 10^gexp`, histograms from the weights `wa`, `wb`).
+#[allow(clippy::too_many_arguments)]
+fn finite_or_errors(
+    n1: usize,
+    n2: usize,
+    exps: &[(i32, f64, bool)],
+    gexp: i32,
+    gman: f64,
+    wa: &[f64],
+    wb: &[f64],
+    log_domain: bool,
+    lr_exp: i32,
+) -> std::result::Result<(), TestCaseError> {
+    let cost = Batch::from_fn(n1, n2, |i, j| {
+        let (e, m, neg) = exps[(i * n2 + j) % exps.len()];
+        let v = m * 10f64.powi(e);
+        if neg {
+            -v
+        } else {
+            v
+        }
+    });
+    let gamma = gman * 10f64.powi(gexp);
+    let norm = |w: &[f64]| {
+        let s: f64 = w.iter().sum();
+        w.iter().map(|x| x / s).collect::<Vec<_>>()
+    };
+    let (a, b) = (norm(&wa[..n1]), norm(&wb[..n2]));
+    let (ab, bb) = (
+        Batch::from_vec(n1, 1, a.clone()),
+        Batch::from_vec(n2, 1, b.clone()),
+    );
+    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+
+    if let Ok(k) = DenseKernel::new(cost.view(), gamma) {
+        let cfg = SinkhornConfig {
+            log_domain,
+            stop: Stop::Tolerance {
+                tol: 1e-9,
+                max_iter: 200,
+            },
+            plan: true,
+        };
+        if let Ok(ot) = sinkhorn(&k, &ab, &bb, &cfg, None) {
+            prop_assert!(finite(&ot.cost), "cost {:?}", ot.cost);
+            prop_assert!(
+                finite(&ot.transport_cost),
+                "transport {:?}",
+                ot.transport_cost
+            );
+            prop_assert!(
+                finite(ot.f.as_slice()) && finite(ot.g.as_slice()),
+                "f {:?} g {:?}",
+                ot.f,
+                ot.g
+            );
+            prop_assert!(ot.error.is_finite());
+            for p in ot.plans.iter().flatten() {
+                prop_assert!(finite(p.as_slice()), "plan {:?}", p);
+            }
+        }
+    }
+
+    let rm: Vec<f64> = (0..n1)
+        .flat_map(|i| (0..n2).map(move |j| (i, j)))
+        .map(|(i, j)| cost.get(i, j))
+        .collect();
+    if let Ok(sol) = emd::emd(&a, &b, &rm, 10_000) {
+        prop_assert!(sol.cost.is_finite(), "emd cost {}", sol.cost);
+        prop_assert!(
+            finite(&sol.f) && finite(&sol.g),
+            "emd f {:?} g {:?}",
+            sol.f,
+            sol.g
+        );
+        let moved: f64 = sol.plan.iter().map(|p| p.mass).sum();
+        prop_assert!((moved - 1.0).abs() < 1e-9, "emd plan mass {}", moved);
+    }
+
+    // Unmixing the target from two sources (a and the uniform histogram), exact and
+    // entropic, with steps up to 1e20.
+    let h = Batch::from_fn(n1, 2, |i, s| if s == 0 { a[i] } else { 1.0 / n1 as f64 });
+    for solver in [
+        unmixing::InnerOt::Exact { max_iter: 10_000 },
+        unmixing::InnerOt::Entropic {
+            gamma,
+            stop: Stop::Tolerance {
+                tol: 1e-6,
+                max_iter: 200,
+            },
+        },
+    ] {
+        let cfg = unmixing::UnmixingConfig {
+            lr: 10f64.powi(lr_exp),
+            iterations: 3,
+            solver,
+        };
+        if let Ok(r) = unmixing::unmix(&h, &b, &cost, None, &cfg) {
+            prop_assert!(finite(&r.weights) && finite(&r.losses), "{:?}", r);
+            let s: f64 = r.weights.iter().sum();
+            prop_assert!((s - 1.0).abs() < 1e-6, "weights {:?}", r.weights);
+        }
+    }
+    Ok(())
+}
+
+/// The two draws proptest shrank to when the solvers returned non-finite results (before
+/// the result checks): costs near 1e91 against γ ≈ 4.6e88 in the scaling domain, and a
+/// cost of 1e308 for emd (NaN potentials).
+#[test]
+fn results_are_finite_or_errors_regressions() {
+    let e = |v: &[(i32, f64)]| {
+        let mut x: Vec<(i32, f64, bool)> = v.iter().map(|&(a, b)| (a, b, false)).collect();
+        x.resize(16, (0, 1.0, false));
+        x
+    };
+    let exps = e(&[
+        (0, 1.0),
+        (91, 1.0),
+        (0, 1.0),
+        (91, 1.0),
+        (91, 1.0),
+        (0, 1.0),
+        (87, 1.1052575848987725),
+    ]);
+    finite_or_errors(
+        3,
+        3,
+        &exps,
+        88,
+        4.603000409053777,
+        &[
+            0.4083678896525586,
+            0.448606794683276,
+            0.36663017271797554,
+            0.05,
+        ],
+        &[
+            0.5006898187578775,
+            0.4866159025829114,
+            0.8866953806638925,
+            0.05,
+        ],
+        false,
+        0,
+    )
+    .unwrap();
+    let exps = e(&[(0, 1.0), (0, 1.0), (0, 1.0), (308, 1.0)]);
+    finite_or_errors(2, 2, &exps, 0, 1.0, &[0.05; 4], &[0.05; 4], false, 0).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -791,63 +943,6 @@ proptest! {
         log_domain in any::<bool>(),
         lr_exp in -3i32..=20,
     ) {
-        let cost = Batch::from_fn(n1, n2, |i, j| {
-            let (e, m, neg) = exps[(i * n2 + j) % exps.len()];
-            let v = m * 10f64.powi(e);
-            if neg { -v } else { v }
-        });
-        let gamma = gman * 10f64.powi(gexp);
-        let norm = |w: &[f64]| {
-            let s: f64 = w.iter().sum();
-            w.iter().map(|x| x / s).collect::<Vec<_>>()
-        };
-        let (a, b) = (norm(&wa[..n1]), norm(&wb[..n2]));
-        let (ab, bb) = (Batch::from_vec(n1, 1, a.clone()), Batch::from_vec(n2, 1, b.clone()));
-        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
-
-        if let Ok(k) = DenseKernel::new(cost.view(), gamma) {
-            let cfg = SinkhornConfig {
-                log_domain,
-                stop: Stop::Tolerance { tol: 1e-9, max_iter: 200 },
-                plan: true,
-            };
-            if let Ok(ot) = sinkhorn(&k, &ab, &bb, &cfg, None) {
-                prop_assert!(finite(&ot.cost), "cost {:?}", ot.cost);
-                prop_assert!(finite(&ot.transport_cost), "transport {:?}", ot.transport_cost);
-                prop_assert!(finite(ot.f.as_slice()) && finite(ot.g.as_slice()),
-                    "f {:?} g {:?}", ot.f, ot.g);
-                prop_assert!(ot.error.is_finite());
-                for p in ot.plans.iter().flatten() {
-                    prop_assert!(finite(p.as_slice()), "plan {:?}", p);
-                }
-            }
-        }
-
-        let rm: Vec<f64> = (0..n1).flat_map(|i| (0..n2).map(move |j| (i, j)))
-            .map(|(i, j)| cost.get(i, j)).collect();
-        if let Ok(sol) = emd::emd(&a, &b, &rm, 10_000) {
-            prop_assert!(sol.cost.is_finite(), "emd cost {}", sol.cost);
-            prop_assert!(finite(&sol.f) && finite(&sol.g), "emd f {:?} g {:?}", sol.f, sol.g);
-            let moved: f64 = sol.plan.iter().map(|p| p.mass).sum();
-            prop_assert!((moved - 1.0).abs() < 1e-9, "emd plan mass {}", moved);
-        }
-
-        // Unmixing the target from two sources (a and the uniform histogram), exact and
-        // entropic, with steps up to 1e20.
-        let h = Batch::from_fn(n1, 2, |i, s| if s == 0 { a[i] } else { 1.0 / n1 as f64 });
-        for solver in [
-            unmixing::InnerOt::Exact { max_iter: 10_000 },
-            unmixing::InnerOt::Entropic {
-                gamma,
-                stop: Stop::Tolerance { tol: 1e-6, max_iter: 200 },
-            },
-        ] {
-            let cfg = unmixing::UnmixingConfig { lr: 10f64.powi(lr_exp), iterations: 3, solver };
-            if let Ok(r) = unmixing::unmix(&h, &b, &cost, None, &cfg) {
-                prop_assert!(finite(&r.weights) && finite(&r.losses), "{:?}", r);
-                let s: f64 = r.weights.iter().sum();
-                prop_assert!((s - 1.0).abs() < 1e-6, "weights {:?}", r.weights);
-            }
-        }
+        finite_or_errors(n1, n2, &exps, gexp, gman, &wa, &wb, log_domain, lr_exp)?;
     }
 }

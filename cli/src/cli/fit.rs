@@ -481,7 +481,14 @@ fn resume_as<T: Scalar>(
         ck.x.len() == n * s + s * m && ck.warm_a.len() == n * s * m && ck.warm_b.len() == n * s * m;
     if !len_ok {
         return Err(fail(format!(
-            "the checkpoint state has the wrong size for {n} bins, {s} atoms and {m} datapoints"
+            "the fields checkpoint.x, checkpoint.warm_a, checkpoint.warm_b have {}, {} and {} \
+             entries, not the {}, {} and {} of {n} bins, {s} atoms and {m} datapoints",
+            ck.x.len(),
+            ck.warm_a.len(),
+            ck.warm_b.len(),
+            n * s + s * m,
+            n * s * m,
+            n * s * m
         )));
     }
     let of_bits = |v: &[u64]| -> Vec<T> { v.iter().map(|&b| T::of(f64::from_bits(b))).collect() };

@@ -325,7 +325,7 @@ pub fn renormalize<T: Real>(x: &mut Batch<T>, from: Dtype) {
         for j in 0..x.cols() {
             let s = T::of(wassdl::validate::sum_f64(x.col(j)));
             if s > T::zero() {
-                x.col_mut(j).iter_mut().for_each(|v| *v = *v / s);
+                x.col_mut(j).iter_mut().for_each(|v| *v /= s);
             }
         }
     }
