@@ -690,3 +690,42 @@ fn a_converged_fit_stops_on_failed_line_searches() {
         "{retried:?}"
     );
 }
+
+/// The transport metric of the real-data examples (exact OT on the pixel grid,
+/// `baselines::ot_cost`) against POT's `ot.emd2` on two fixed pairs of digit histograms
+/// (`tests/reference/grid_ot_digits`). Both are exact network-simplex optima; only the
+/// summation order differs, so a relative 1e-12 is rounding.
+#[test]
+fn ot_cost_matches_pot_on_digit_pairs() {
+    use wassdl::baselines::{grid_cost_pixels, ot_cost};
+    let case = "grid_ot_digits";
+    let cost = grid_cost_pixels(&[8, 8]);
+    let (shape, c_ref) = load_npy(case, "cost_matrix.npy");
+    assert_eq!(shape, vec![64, 64]);
+    assert_eq!(
+        cost, c_ref,
+        "squared pixel distances on the row-major 8x8 grid"
+    );
+    let (_, a) = load_npy(case, "a.npy");
+    let (_, b) = load_npy(case, "b.npy");
+    let (_, want) = load_npy(case, "ot_cost.npy");
+    for k in 0..2 {
+        let got = ot_cost(&a[64 * k..64 * (k + 1)], &b[64 * k..64 * (k + 1)], &cost).unwrap();
+        assert!(
+            (got - want[k]).abs() <= 1e-12 * want[k],
+            "pair {k}: {got} vs POT {}",
+            want[k]
+        );
+    }
+}
+
+/// `clip_renormalize` makes any reconstruction a histogram: negatives dropped, columns
+/// summing to one, an all-nonpositive column uniform.
+#[test]
+fn clip_renormalize_gives_histograms() {
+    use wassdl::baselines::clip_renormalize;
+    let r = Batch::from_vec(3, 2, vec![0.5, -0.2, 1.5, -1.0, -2.0, 0.0]);
+    let h = clip_renormalize(&r);
+    assert_eq!(h.col(0), &[0.25, 0.0, 0.75]);
+    assert_eq!(h.col(1), &[1.0 / 3.0; 3]);
+}
