@@ -327,3 +327,109 @@ fn figures_write_pngs_and_name_bad_paths() {
     assert!(save_line_plot(dir.join("empty.png"), "t", "x", "y", &[]).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Real images (data/)
+
+#[test]
+fn real_datasets_load_with_their_shapes_and_labels() {
+    let d = digits().unwrap();
+    assert_eq!(
+        (d.images.rows(), d.images.cols(), d.height, d.width),
+        (64, 1797, 8, 8)
+    );
+    let labels = d.labels.as_ref().unwrap();
+    assert_eq!(labels.len(), 1797);
+    assert!(labels.iter().all(|&l| l <= 9));
+    let f = faces().unwrap();
+    assert_eq!((f.images.rows(), f.images.cols()), (625, 100));
+    assert!(f.labels.is_none());
+    // uint8 pixels arrive as exact float64 integers 0-255
+    let fm = fashion_mnist().unwrap();
+    assert_eq!((fm.images.rows(), fm.images.cols()), (784, 2000));
+    assert!(fm
+        .images
+        .as_slice()
+        .iter()
+        .all(|&v| v.fract() == 0.0 && (0.0..=255.0).contains(&v)));
+    assert_eq!(
+        fm.images.as_slice().iter().cloned().fold(0.0, f64::max),
+        255.0
+    );
+    let bags = fm.select(Some(8), 200).unwrap();
+    assert!(bags.labels.unwrap().iter().all(|&l| l == 8));
+    assert!(fm.select(Some(8), 201).is_err());
+}
+
+#[test]
+fn to_histograms_inverts_floors_and_normalizes() {
+    let img = Batch::from_vec(4, 1, vec![0.0, 1.0, 3.0, 4.0]);
+    let h = to_histograms(&img, &HistogramOptions::default()).unwrap();
+    assert_eq!(h.col(0), &[0.0, 0.125, 0.375, 0.5]);
+    let h = to_histograms(
+        &img,
+        &HistogramOptions {
+            floor: 1.0,
+            invert: Some(4.0),
+        },
+    )
+    .unwrap();
+    // (4 - x) + 1 = 5, 4, 2, 1, sum 12
+    assert_eq!(h.col(0), &[5.0 / 12.0, 4.0 / 12.0, 2.0 / 12.0, 1.0 / 12.0]);
+    // a pixel above the inversion peak becomes negative: refused
+    assert!(to_histograms(
+        &img,
+        &HistogramOptions {
+            floor: 0.0,
+            invert: Some(3.0)
+        }
+    )
+    .is_err());
+    // an all-zero image has no mass to normalize
+    assert!(to_histograms(&Batch::zeros(3, 1), &HistogramOptions::default()).is_err());
+    let d = digits().unwrap().select(Some(3), 10).unwrap();
+    assert_histograms(
+        "digits",
+        &d.histograms(&HistogramOptions {
+            floor: 1e-3,
+            invert: None,
+        })
+        .unwrap(),
+    );
+}
+
+/// A dictionary fit on a small real subset reaches a stated loss: the first 20 "3"s of
+/// the digits (+10⁻³, normalized), 3 atoms drawn from the data, quadratic loss,
+/// γ = 0.5 px², L = 20, 40 L-BFGS iterations. Measured (x86-64, this build): initial
+/// loss 0.10819, 0.04947 after 30 iterations, 0.04670 after 40. The bound 0.0485 is the
+/// 40-iteration value plus 4% for other platforms' rounding over 40 iterations of a
+/// nonconvex problem, and stays below the 30-iteration value: it checks that the last
+/// ten iterations still make progress, not only that the fit runs.
+#[test]
+fn fit_on_real_digits_reaches_stated_loss() {
+    use wassdl::dictionary::{fit, AtomInit, NoObserver, WdlConfig};
+    use wassdl::{BarycenterConfig, Grid, GridKernel, GridUnits, Loss};
+    let data = digits()
+        .unwrap()
+        .select(Some(3), 20)
+        .unwrap()
+        .histograms(&HistogramOptions {
+            floor: 1e-3,
+            invert: None,
+        })
+        .unwrap();
+    let grid = Grid::new(&[8, 8]).unwrap().with_units(GridUnits::Pixel);
+    let k = GridKernel::<f64>::new(&grid, 0.5).unwrap();
+    let cfg = WdlConfig::new(3)
+        .barycenter(BarycenterConfig::iterations(20))
+        .loss(Loss::Quadratic)
+        .atom_init(AtomInit::FromData)
+        .max_iters(40)
+        .seed(0);
+    let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
+    eprintln!(
+        "initial loss {}, after 30 iterations {}, final {} after {} iterations ({:?})",
+        f.history[0].loss, f.history[30].loss, f.loss, f.iterations, f.termination
+    );
+    assert!(f.loss < 0.0485, "final loss {}", f.loss);
+}
