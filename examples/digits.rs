@@ -3,7 +3,7 @@
 //! Data: scikit-learn's digits (`data/digits_images.npy`, 8 × 8, values 0-16), the first
 //! `--count` images of the digit 3 (default 60), each `+ 10⁻³` then normalized
 //! ([`wassdl_cli::datasets::to_histograms`]). Defaults (decided by measurement, see
-//! `docs/dictionary.md`): 3 atoms, quadratic loss, `γ = 0.5 px²`, L = 50, 300 L-BFGS
+//! `docs/dictionary.md`): 3 atoms drawn from the data, quadratic loss, `γ = 0.5 px²`, L = 50, 300 L-BFGS
 //! iterations at most, stopping when an iteration lowers the loss by less than 10⁻⁶ of
 //! the initial loss; every WDL option can be changed on the command line (`--help`).
 //! PCA keeps 3 components plus the mean, NMF 3 (Frobenius, NNDSVDa).
@@ -51,10 +51,11 @@ pub fn setup(quick: bool) -> Setup {
         tol: 1e-6,
         zeta: 1.0,
         loss: Loss::Quadratic,
-        atom_init: AtomInit::Random,
+        atom_init: AtomInit::FromData,
         weight_init: WeightInit::Uniform,
         log: false,
         restarts: 1,
+        guard: true,
     }
 }
 

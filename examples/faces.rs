@@ -57,6 +57,7 @@ pub fn setup(quick: bool, loss: Loss) -> Setup {
         weight_init: WeightInit::Random,
         log: false,
         restarts: 1,
+        guard: true,
     }
 }
 

@@ -57,6 +57,7 @@ pub fn setup(quick: bool) -> Setup {
         weight_init: WeightInit::Uniform,
         log: false,
         restarts: 1,
+        guard: true,
     }
 }
 

@@ -229,11 +229,22 @@ pub struct LbfgsSettings {
     pub tol_cost: f64,
     /// Line search.
     pub line_search: LineSearchKind,
+    /// A trial step whose evaluation fails numerically shortens the step inside the line
+    /// search ([`GuardedLineSearch`], default `true`). `false` is the earlier behaviour,
+    /// kept for comparison: the failure ends the line search and the fit restarts L-BFGS
+    /// (losing its memory) with a shorter first step ([`LINE_SEARCH_RETRIES`]).
+    #[cfg_attr(feature = "serde", serde(default = "yes"))]
+    pub guard_steps: bool,
+}
+
+#[cfg(feature = "serde")]
+fn yes() -> bool {
+    true
 }
 
 impl Default for LbfgsSettings {
     /// memory 10, 100 iterations, both tolerances 0 (run the whole budget, as the
-    /// paper's experiments do), More-Thuente.
+    /// paper's experiments do), More-Thuente, guarded steps.
     fn default() -> Self {
         LbfgsSettings {
             memory: 10,
@@ -241,6 +252,7 @@ impl Default for LbfgsSettings {
             tol_grad: 0.0,
             tol_cost: 0.0,
             line_search: LineSearchKind::MoreThuente,
+            guard_steps: true,
         }
     }
 }
@@ -842,6 +854,8 @@ pub(crate) struct GuardedLineSearch<L> {
     grad0: Option<Param>,
     max_step: f64,
     shrinks: u32,
+    /// 0 turns the guard off (numerical failures pass through).
+    max_shrinks: u32,
     total: Arc<AtomicUsize>,
 }
 
@@ -849,6 +863,7 @@ impl<L> GuardedLineSearch<L> {
     fn new(
         make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
         first_step: f64,
+        guard: bool,
         total: Arc<AtomicUsize>,
     ) -> Self {
         GuardedLineSearch {
@@ -861,6 +876,7 @@ impl<L> GuardedLineSearch<L> {
             grad0: None,
             max_step: f64::INFINITY,
             shrinks: 0,
+            max_shrinks: if guard { MAX_STEP_SHRINKS } else { 0 },
             total,
         }
     }
@@ -1023,7 +1039,10 @@ where
                 .map(|((a, b), v)| (a - b) * v)
                 .sum::<f64>()
                 / dd;
-            if !(alpha > 0.0 && alpha.is_finite()) || self.shrinks >= MAX_STEP_SHRINKS {
+            if self.max_shrinks == 0 {
+                return r;
+            }
+            if !(alpha > 0.0 && alpha.is_finite()) || self.shrinks >= self.max_shrinks {
                 return Err(argmin::core::Error::msg(format!(
                     "{e} (after {} step reductions)",
                     self.shrinks
@@ -1268,6 +1287,7 @@ fn run_lbfgs<T: Real>(
     let s = &shared.cfg.lbfgs;
     let (m, tg, tc) = (s.memory, s.tol_grad, s.tol_cost);
     let total = shared.counters.shrinks.clone();
+    let guard = s.guard_steps;
     match s.line_search {
         LineSearchKind::MoreThuente => drive(
             |step| {
@@ -1279,6 +1299,7 @@ fn run_lbfgs<T: Real>(
                         Ok(ls)
                     },
                     step,
+                    guard,
                     total.clone(),
                 );
                 LBFGS::new(ls, m)
@@ -1298,6 +1319,7 @@ fn run_lbfgs<T: Real>(
                         Ok(ls)
                     },
                     step,
+                    guard,
                     total.clone(),
                 );
                 LBFGS::new(ls, m)
@@ -1317,6 +1339,7 @@ fn run_lbfgs<T: Real>(
                         Ok(ls)
                     },
                     step,
+                    guard,
                     total.clone(),
                 );
                 LBFGS::new(ls, m)

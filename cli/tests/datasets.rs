@@ -433,3 +433,74 @@ fn fit_on_real_digits_reaches_stated_loss() {
     );
     assert!(f.loss < 0.0485, "final loss {}", f.loss);
 }
+
+/// A `.npy` file of uint8 images `(m, h, w)`, written by hand as NumPy does (format 1.0,
+/// header padded with spaces to a multiple of 64 bytes, ending in a newline).
+fn uint8_npy(path: &std::path::Path, shape: [usize; 3], pixels: &[u8]) {
+    let dict = format!(
+        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {}, {}), }}",
+        shape[0], shape[1], shape[2]
+    );
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(pixels);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `wassdl fit --normalize` takes uint8 images (each becomes a histogram); without the
+/// flag the same file is refused, as any unnormalized input is.
+#[test]
+fn fit_normalize_accepts_uint8_images() {
+    let dir = std::env::temp_dir().join(format!("wassdl-normalize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = dir.join("x.npy");
+    // four 5 x 5 images: a bright 2 x 2 block in a different corner of each
+    let mut px = vec![0u8; 4 * 25];
+    for (m, (r0, c0)) in [(0, 0), (0, 3), (3, 0), (3, 3)].into_iter().enumerate() {
+        for r in r0..r0 + 2 {
+            for c in c0..c0 + 2 {
+                px[m * 25 + r * 5 + c] = 200 + m as u8;
+            }
+        }
+    }
+    uint8_npy(&x, [4, 5, 5], &px);
+    let arr = wassdl_cli::npy::read_npy_numeric(&x).unwrap();
+    assert_eq!(arr.shape(), &[4, 5, 5]);
+    assert!(
+        wassdl_cli::npy::read_npy(&x).is_err(),
+        "read_npy still refuses integers"
+    );
+    let model = dir.join("model.json");
+    let fit = |normalize: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wassdl"));
+        c.args(["fit", "--data"])
+            .arg(&x)
+            .args(["--atoms", "2", "--reg", "1", "--units", "pixel"])
+            .args(["--sinkhorn-iters", "10", "--max-iters", "5", "--out"])
+            .arg(&model);
+        if normalize {
+            c.arg("--normalize");
+        }
+        c.output().unwrap()
+    };
+    let refused = fit(false);
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("uint8"), "{msg}");
+    let ok = fit(true);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    assert_eq!(saved["dims"]["m"], 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -66,6 +66,10 @@ pub struct WdlArgs {
     /// Inverted colours (peak − x)
     #[arg(long)]
     pub invert: bool,
+    /// Turn off the line-search guard (a failed trial step then restarts L-BFGS): for
+    /// before/after comparisons
+    #[arg(long)]
+    pub no_guard: bool,
 }
 
 /// The command line of a real-data example: the common options and [`WdlArgs`].
@@ -122,6 +126,8 @@ pub struct Setup {
     pub log: bool,
     /// Number of seeds.
     pub restarts: usize,
+    /// Line-search guard ([`wassdl::dictionary::LbfgsSettings::guard_steps`]).
+    pub guard: bool,
 }
 
 impl Setup {
@@ -175,6 +181,9 @@ impl Setup {
         if a.log {
             self.log = true;
         }
+        if a.no_guard {
+            self.guard = false;
+        }
         if let Some(v) = a.restarts {
             self.restarts = v.max(1);
         }
@@ -194,6 +203,11 @@ impl Setup {
             .weight_init(self.weight_init.clone())
             .max_iters(self.max_iters)
             .seed(seed)
+            .lbfgs(wassdl::dictionary::LbfgsSettings {
+                max_iters: self.max_iters,
+                guard_steps: self.guard,
+                ..Default::default()
+            })
     }
 }
 
@@ -271,8 +285,13 @@ impl Comparison {
             );
         }
         println!(
-            "  WDL fit: {} L-BFGS iterations, {} forward passes, loss {:.4e}, ended: {:?}",
-            self.fit.iterations, self.fit.evaluations, self.fit.loss, self.fit.termination
+            "  WDL fit: {} L-BFGS iterations in {} runs, {} forward passes, {} step shrinks, loss {:.4e}, ended: {:?}",
+            self.fit.iterations,
+            self.fit.runs,
+            self.fit.evaluations,
+            self.fit.counts.step_shrinks,
+            self.fit.loss,
+            self.fit.termination
         );
     }
 }
