@@ -607,11 +607,14 @@ fn resuming_is_bit_exact_across_line_search_retries() {
     let k = GridKernel::<f32>::new(&grid, 1.8e-3).unwrap();
     let data: Batch<f32> = gaussians(40, &[0.3, 0.45, 0.6], 0.05);
     let every = 15;
-    let cfg = WdlConfig::new(2)
+    let mut cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(30))
         .weight_init(WeightInit::Random)
         .warm_restart(every)
         .max_iters(100);
+    // The retry here came from an underflowing trial step, which the line-search guard
+    // now absorbs inside the line search; turned off, the retry path is still exercised.
+    cfg.lbfgs.guard_steps = false;
     let mut states = Vec::new();
     let full = fit_resumable(&k, &data, &cfg, None, &mut NoObserver, &mut |st| {
         states.push(st.clone());
