@@ -230,7 +230,7 @@ pub struct LbfgsSettings {
     /// Line search.
     pub line_search: LineSearchKind,
     /// A trial step whose evaluation fails numerically shortens the step inside the line
-    /// search ([`GuardedLineSearch`], default `true`). `false` is the earlier behaviour,
+    /// search (`GuardedLineSearch`, default `true`). `false` is the earlier behaviour,
     /// kept for comparison: the failure ends the line search and the fit restarts L-BFGS
     /// (losing its memory) with a shorter first step ([`LINE_SEARCH_RETRIES`]).
     #[cfg_attr(feature = "serde", serde(default = "yes"))]
@@ -557,7 +557,7 @@ pub struct CallCounts {
     pub backward: usize,
     /// Trial steps of a line search whose evaluation failed numerically (barycenters that
     /// over- or underflow, a non-finite loss or gradient) and that the line search
-    /// shortened in place ([`GuardedLineSearch`]), keeping L-BFGS's memory.
+    /// shortened in place (`GuardedLineSearch`), keeping L-BFGS's memory.
     #[cfg_attr(feature = "serde", serde(default))]
     pub step_shrinks: usize,
 }
@@ -629,7 +629,7 @@ struct Counters {
     forward: AtomicUsize,
     backward: AtomicUsize,
     peak: AtomicUsize,
-    /// Shared with the [`GuardedLineSearch`]es of the fit (argmin clones them).
+    /// Shared with the `GuardedLineSearch`es of the fit (argmin clones them).
     shrinks: Arc<AtomicUsize>,
 }
 
@@ -1083,10 +1083,10 @@ struct Start<'c, T: Real> {
 /// How many times in a row a failed line search is retried before the fit ends with
 /// [`Termination::LineSearch`]. Each retry restarts L-BFGS from the last accepted point
 /// (same objective, same warm-start scalings) with a line search whose first trial step is
-/// 10× shorter than the previous attempt's: a failure is most often a trial step so long
-/// that the barycenters over- or underflow in the scaling domain (small γ), which a
-/// shorter first step avoids; the line search still extrapolates from there when longer
-/// steps are fine. The count restarts after a run that lowered the loss by more than
+/// 10× shorter than the previous attempt's. A trial step whose barycenters over- or
+/// underflow is handled inside the line search (`GuardedLineSearch`) and does not get
+/// here unless [`LbfgsSettings::guard_steps`] is off; what remains are failures of the
+/// line search itself (no acceptable step, not a descent direction near a minimum). The count restarts after a run that lowered the loss by more than
 /// `100 ε` relative (`ε` of the precision the fit computes in); smaller changes are
 /// rounding, as near a minimum, where L-BFGS's own failure is the stopping signal.
 pub const LINE_SEARCH_RETRIES: u32 = 3;

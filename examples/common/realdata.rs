@@ -197,7 +197,7 @@ impl Setup {
                 log_domain: self.log,
                 ..BarycenterConfig::iterations(self.sinkhorn_iters)
             })
-            .loss(self.loss.clone())
+            .loss(self.loss)
             .zeta(self.zeta)
             .atom_init(self.atom_init)
             .weight_init(self.weight_init.clone())
