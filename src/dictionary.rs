@@ -102,7 +102,8 @@ use crate::real::Real;
 use crate::tape::softmax_cols;
 use crate::validate;
 use argmin::core::{
-    CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason, TerminationStatus,
+    CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason,
+    TerminationStatus, KV,
 };
 use argmin::solver::linesearch::condition::ArmijoCondition;
 use argmin::solver::linesearch::{
@@ -110,8 +111,9 @@ use argmin::solver::linesearch::{
 };
 use argmin::solver::quasinewton::LBFGS;
 use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How to rebuild the kernel of a saved model.
@@ -227,11 +229,22 @@ pub struct LbfgsSettings {
     pub tol_cost: f64,
     /// Line search.
     pub line_search: LineSearchKind,
+    /// A trial step whose evaluation fails numerically shortens the step inside the line
+    /// search (`GuardedLineSearch`, default `true`). `false` is the earlier behaviour,
+    /// kept for comparison: the failure ends the line search and the fit restarts L-BFGS
+    /// (losing its memory) with a shorter first step ([`LINE_SEARCH_RETRIES`]).
+    #[cfg_attr(feature = "serde", serde(default = "yes"))]
+    pub guard_steps: bool,
+}
+
+#[cfg(feature = "serde")]
+fn yes() -> bool {
+    true
 }
 
 impl Default for LbfgsSettings {
     /// memory 10, 100 iterations, both tolerances 0 (run the whole budget, as the
-    /// paper's experiments do), More-Thuente.
+    /// paper's experiments do), More-Thuente, guarded steps.
     fn default() -> Self {
         LbfgsSettings {
             memory: 10,
@@ -239,6 +252,7 @@ impl Default for LbfgsSettings {
             tol_grad: 0.0,
             tol_cost: 0.0,
             line_search: LineSearchKind::MoreThuente,
+            guard_steps: true,
         }
     }
 }
@@ -541,6 +555,11 @@ pub struct CallCounts {
     pub forward: usize,
     /// Backward passes actually run.
     pub backward: usize,
+    /// Trial steps of a line search whose evaluation failed numerically (barycenters that
+    /// over- or underflow, a non-finite loss or gradient) and that the line search
+    /// shortened in place (`GuardedLineSearch`), keeping L-BFGS's memory.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub step_shrinks: usize,
 }
 
 /// Why a fit stopped.
@@ -610,6 +629,8 @@ struct Counters {
     forward: AtomicUsize,
     backward: AtomicUsize,
     peak: AtomicUsize,
+    /// Shared with the `GuardedLineSearch`es of the fit (argmin clones them).
+    shrinks: Arc<AtomicUsize>,
 }
 
 /// `G(α, β̃)` of eq. 13 with the cache of the last evaluation. Atoms are optimized too
@@ -741,6 +762,7 @@ impl<T: Real> Shared<'_, T> {
             gradient_calls: c.gradient_calls.load(Ordering::Relaxed),
             forward: c.forward.load(Ordering::Relaxed),
             backward: c.backward.load(Ordering::Relaxed),
+            step_shrinks: c.shrinks.load(Ordering::Relaxed),
         }
     }
 }
@@ -800,6 +822,241 @@ impl<T: Real> Gradient for Handle<'_, '_, T> {
 }
 
 // ---------------------------------------------------------------------------------------
+// A line search that backtracks over numerical failures
+
+/// How many times one line search may halve its largest step after failed trial
+/// evaluations before giving up: `2⁻⁶⁰ ≈ 10⁻¹⁸`, below any step that changes an `f64`
+/// parameter vector of order one.
+const MAX_STEP_SHRINKS: u32 = 60;
+
+/// Wraps one of argmin's line searches so that a trial step whose evaluation fails
+/// numerically is a step too long, not the end of the line search.
+///
+/// With small γ in the scaling domain, a long trial step can make the barycenters over-
+/// or underflow (an [`Error::Numerical`] from the barycenter, or a non-finite loss or
+/// gradient). argmin's line searches propagate such an error, L-BFGS then stops, and the
+/// fit used to restart L-BFGS from scratch with a shorter first step, losing the
+/// correction pairs. Here the failed trial point `x₀ + α d` bounds the step instead: the
+/// inner line search is started again from `x₀` with largest step `α / 2` (More-Thuente's
+/// `stpmax`; the first trial step of Backtracking and Hager-Zhang) — the "infinite cost
+/// shrinks the step" rule of a safeguarded line search (Nocedal & Wright, section 3.5),
+/// applied between runs of the unchanged inner search. L-BFGS sees a line search that
+/// succeeded, so its memory survives. Other errors pass through unchanged.
+#[derive(Clone)]
+pub(crate) struct GuardedLineSearch<L> {
+    /// Builds the inner line search from (first trial step, largest step).
+    make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
+    first_step: f64,
+    dir: Option<Param>,
+    inner: Option<L>,
+    x0: Option<Param>,
+    cost0: f64,
+    grad0: Option<Param>,
+    max_step: f64,
+    shrinks: u32,
+    /// 0 turns the guard off (numerical failures pass through).
+    max_shrinks: u32,
+    total: Arc<AtomicUsize>,
+}
+
+impl<L> GuardedLineSearch<L> {
+    fn new(
+        make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
+        first_step: f64,
+        guard: bool,
+        total: Arc<AtomicUsize>,
+    ) -> Self {
+        GuardedLineSearch {
+            make,
+            first_step,
+            dir: None,
+            inner: None,
+            x0: None,
+            cost0: f64::NAN,
+            grad0: None,
+            max_step: f64::INFINITY,
+            shrinks: 0,
+            max_shrinks: if guard { MAX_STEP_SHRINKS } else { 0 },
+            total,
+        }
+    }
+}
+
+impl<L> LineSearch<Param, f64> for GuardedLineSearch<L> {
+    fn search_direction(&mut self, d: Param) {
+        self.dir = Some(d);
+    }
+    fn initial_step_length(&mut self, step: f64) -> std::result::Result<(), argmin::core::Error> {
+        self.first_step = step;
+        Ok(())
+    }
+}
+
+/// The problem as the inner line search sees it: records the point of a trial evaluation
+/// that failed numerically.
+struct Guard<O> {
+    o: O,
+    failed: RefCell<Option<Param>>,
+}
+
+/// Whether `e` is a numerical failure of an evaluation (as opposed to a bug or bad input).
+fn is_numerical(e: &argmin::core::Error) -> bool {
+    matches!(
+        e.downcast_ref::<Error>(),
+        Some(Error::Numerical { .. } | Error::NonFinite { .. })
+    )
+}
+
+impl<O: CostFunction<Param = Param, Output = f64>> CostFunction for Guard<O> {
+    type Param = Param;
+    type Output = f64;
+    fn cost(&self, x: &Param) -> std::result::Result<f64, argmin::core::Error> {
+        match self.o.cost(x) {
+            Ok(c) if c.is_finite() => Ok(c),
+            Ok(c) => {
+                *self.failed.borrow_mut() = Some(x.clone());
+                Err(argmin::core::Error::new(Error::Numerical {
+                    solver: "line search",
+                    iteration: 0,
+                    message: format!("the cost at a trial step is {c}"),
+                }))
+            }
+            Err(e) => {
+                if is_numerical(&e) {
+                    *self.failed.borrow_mut() = Some(x.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<O: Gradient<Param = Param, Gradient = Param>> Gradient for Guard<O> {
+    type Param = Param;
+    type Gradient = Param;
+    fn gradient(&self, x: &Param) -> std::result::Result<Param, argmin::core::Error> {
+        match self.o.gradient(x) {
+            Ok(g) if g.iter().all(|v| v.is_finite()) => Ok(g),
+            Ok(_) => {
+                *self.failed.borrow_mut() = Some(x.clone());
+                Err(argmin::core::Error::new(Error::Numerical {
+                    solver: "line search",
+                    iteration: 0,
+                    message: "the gradient at a trial step is not finite".into(),
+                }))
+            }
+            Err(e) => {
+                if is_numerical(&e) {
+                    *self.failed.borrow_mut() = Some(x.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+type ArgminResult<T> = std::result::Result<T, argmin::core::Error>;
+
+impl<L> GuardedLineSearch<L> {
+    /// Runs `f` on the inner line search with the problem wrapped in a [`Guard`]; returns
+    /// its result and the point of a failed trial evaluation, if any.
+    fn guarded<O, R>(
+        &mut self,
+        problem: &mut Problem<O>,
+        f: impl FnOnce(&mut L, &mut Problem<Guard<O>>) -> ArgminResult<R>,
+    ) -> (ArgminResult<R>, Option<Param>) {
+        let o = problem
+            .take_problem()
+            .expect("argmin hands the line search its problem");
+        let mut gp = Problem::new(Guard {
+            o,
+            failed: RefCell::new(None),
+        });
+        let inner = self.inner.as_mut().expect("initialized in init");
+        let r = f(inner, &mut gp);
+        let g = gp.take_problem().expect("put back above");
+        problem.problem = Some(g.o);
+        problem.consume_func_counts(gp);
+        (r, g.failed.into_inner())
+    }
+
+    /// A fresh inner line search from `x₀` within the current largest step.
+    fn restart<O>(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<St>
+    where
+        L: Solver<Guard<O>, St> + LineSearch<Param, f64>,
+    {
+        let mut inner = (self.make)(self.first_step.min(self.max_step), self.max_step)?;
+        inner.search_direction(self.dir.clone().expect("L-BFGS sets the direction first"));
+        self.inner = Some(inner);
+        let st = state
+            .param(self.x0.clone().expect("set in init"))
+            .cost(self.cost0)
+            .gradient(self.grad0.clone().expect("set in init"));
+        // init evaluates nothing when cost and gradient are given (any failure is at x₀
+        // itself, which no shorter step fixes)
+        self.guarded(problem, |ls, p| ls.init(p, st))
+            .0
+            .map(|(s, _)| s)
+    }
+}
+
+impl<O, L> Solver<O, St> for GuardedLineSearch<L>
+where
+    O: CostFunction<Param = Param, Output = f64> + Gradient<Param = Param, Gradient = Param>,
+    L: Solver<Guard<O>, St> + LineSearch<Param, f64> + Clone,
+{
+    fn name(&self) -> &str {
+        "guarded line search"
+    }
+
+    fn init(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<(St, Option<KV>)> {
+        self.x0 = state.get_param().cloned();
+        self.cost0 = state.get_cost();
+        self.grad0 = state.get_gradient().cloned();
+        self.max_step = f64::INFINITY;
+        self.shrinks = 0;
+        Ok((self.restart(problem, state)?, None))
+    }
+
+    fn next_iter(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<(St, Option<KV>)> {
+        let mut state = state;
+        loop {
+            let backup = state.clone();
+            let (r, failed) = self.guarded(problem, |ls, p| ls.next_iter(p, state));
+            let (Err(e), Some(xf)) = (&r, failed) else {
+                return r;
+            };
+            // the step length of the failed trial point along the direction
+            let (x0, d) = (
+                self.x0.as_ref().expect("set in init"),
+                self.dir.as_ref().expect("set by L-BFGS"),
+            );
+            let dd: f64 = d.iter().map(|v| v * v).sum();
+            let alpha: f64 = xf
+                .iter()
+                .zip(x0)
+                .zip(d)
+                .map(|((a, b), v)| (a - b) * v)
+                .sum::<f64>()
+                / dd;
+            if self.max_shrinks == 0 {
+                return r;
+            }
+            if !(alpha > 0.0 && alpha.is_finite()) || self.shrinks >= self.max_shrinks {
+                return Err(argmin::core::Error::msg(format!(
+                    "{e} (after {} step reductions)",
+                    self.shrinks
+                )));
+            }
+            self.shrinks += 1;
+            self.total.fetch_add(1, Ordering::Relaxed);
+            self.max_step = 0.5 * alpha.min(self.max_step);
+            state = self.restart(problem, backup)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Driving L-BFGS (Algorithm 2's outer loop), with restarts and the observer
 
 struct Driven {
@@ -826,10 +1083,10 @@ struct Start<'c, T: Real> {
 /// How many times in a row a failed line search is retried before the fit ends with
 /// [`Termination::LineSearch`]. Each retry restarts L-BFGS from the last accepted point
 /// (same objective, same warm-start scalings) with a line search whose first trial step is
-/// 10× shorter than the previous attempt's: a failure is most often a trial step so long
-/// that the barycenters over- or underflow in the scaling domain (small γ), which a
-/// shorter first step avoids; the line search still extrapolates from there when longer
-/// steps are fine. The count restarts after a run that lowered the loss by more than
+/// 10× shorter than the previous attempt's. A trial step whose barycenters over- or
+/// underflow is handled inside the line search (`GuardedLineSearch`) and does not get
+/// here unless [`LbfgsSettings::guard_steps`] is off; what remains are failures of the
+/// line search itself (no acceptable step, not a descent direction near a minimum). The count restarts after a run that lowered the loss by more than
 /// `100 ε` relative (`ε` of the precision the fit computes in); smaller changes are
 /// rounding, as near a minimum, where L-BFGS's own failure is the stopping signal.
 pub const LINE_SEARCH_RETRIES: u32 = 3;
@@ -1029,11 +1286,22 @@ fn run_lbfgs<T: Real>(
 ) -> Result<Driven> {
     let s = &shared.cfg.lbfgs;
     let (m, tg, tc) = (s.memory, s.tol_grad, s.tol_cost);
+    let total = shared.counters.shrinks.clone();
+    let guard = s.guard_steps;
     match s.line_search {
         LineSearchKind::MoreThuente => drive(
             |step| {
-                let mut ls = MoreThuenteLineSearch::new();
-                ls.initial_step_length(step)?;
+                let ls = GuardedLineSearch::new(
+                    |step, max| {
+                        let mut ls = MoreThuenteLineSearch::new()
+                            .with_bounds(f64::EPSILON.sqrt().min(1e-3 * max), max.min(f64::MAX))?;
+                        ls.initial_step_length(step)?;
+                        Ok(ls)
+                    },
+                    step,
+                    guard,
+                    total.clone(),
+                );
                 LBFGS::new(ls, m)
                     .with_tolerance_grad(tg)?
                     .with_tolerance_cost(tc)
@@ -1044,8 +1312,16 @@ fn run_lbfgs<T: Real>(
         ),
         LineSearchKind::HagerZhang => drive(
             |step| {
-                let mut ls = HagerZhangLineSearch::new();
-                ls.initial_step_length(step)?;
+                let ls = GuardedLineSearch::new(
+                    |step, _max| {
+                        let mut ls = HagerZhangLineSearch::new();
+                        ls.initial_step_length(step)?;
+                        Ok(ls)
+                    },
+                    step,
+                    guard,
+                    total.clone(),
+                );
                 LBFGS::new(ls, m)
                     .with_tolerance_grad(tg)?
                     .with_tolerance_cost(tc)
@@ -1056,8 +1332,16 @@ fn run_lbfgs<T: Real>(
         ),
         LineSearchKind::Backtracking => drive(
             |step| {
-                let mut ls = BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?);
-                ls.initial_step_length(step)?;
+                let ls = GuardedLineSearch::new(
+                    |step, _max| {
+                        let mut ls = BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?);
+                        ls.initial_step_length(step)?;
+                        Ok(ls)
+                    },
+                    step,
+                    guard,
+                    total.clone(),
+                );
                 LBFGS::new(ls, m)
                     .with_tolerance_grad(tg)?
                     .with_tolerance_cost(tc)

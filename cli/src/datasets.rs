@@ -12,6 +12,14 @@
 //! * [`multimodal_1d`]: the two-Gaussians-in-the-outer-thirds data of section 5.5, with
 //!   [`modes_by_third`] to score reconstructions as Figure 15 does by eye.
 //! * [`shapes_2d`]: disks, squares and rings under translation and scaling.
+//!
+//! # Real images
+//!
+//! The real datasets of `data/` (see its README for sources and licences) load as an
+//! [`ImageSet`] of raw pixels ([`digits`], [`faces`], [`fashion_mnist`]), and
+//! [`to_histograms`] is the one place that turns nonnegative images into histograms
+//! (optional colour inversion, floor, normalization), also used by `wassdl fit
+//! --normalize`.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -539,4 +547,200 @@ pub fn shapes_2d_of(seed: u64, n: usize, count: usize, kinds: &[ShapeKind]) -> R
         kinds: drawn,
         n,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Real images (data/)
+
+/// The folder holding the real datasets: `$WASSDL_DATA_DIR` if set, else the repository's
+/// `data/` (next to this crate, found through `CARGO_MANIFEST_DIR` at build time).
+pub fn data_dir() -> std::path::PathBuf {
+    match std::env::var_os("WASSDL_DATA_DIR") {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"),
+    }
+}
+
+/// Images of one size with their labels, as raw pixel values (not histograms).
+#[derive(Clone, Debug)]
+pub struct ImageSet {
+    /// `N × M`, one image per column, flattened row-major (`N = height · width`).
+    pub images: Batch<f64>,
+    /// Class of each image, if the dataset has classes.
+    pub labels: Option<Vec<usize>>,
+    /// Image height (rows).
+    pub height: usize,
+    /// Image width (columns).
+    pub width: usize,
+    /// Largest value the pixel format allows (16 for digits, 1 for faces, 255 for
+    /// Fashion-MNIST): the reference for [`HistogramOptions::invert`].
+    pub peak: f64,
+}
+
+impl ImageSet {
+    /// The first `count` images of class `class` (every class if `None`), in file order.
+    /// Errors if fewer exist or the set has no labels while a class is asked for.
+    pub fn select(&self, class: Option<usize>, count: usize) -> Result<ImageSet> {
+        let idx: Vec<usize> = match (class, &self.labels) {
+            (None, _) => (0..self.images.cols()).collect(),
+            (Some(c), Some(l)) => (0..l.len()).filter(|&j| l[j] == c).collect(),
+            (Some(_), None) => {
+                return Err(Error::InvalidParameter {
+                    arg: "class",
+                    requirement: "None: this dataset has no labels",
+                    value: f64::NAN,
+                })
+            }
+        };
+        if idx.len() < count || count == 0 {
+            return Err(Error::InvalidParameter {
+                arg: "count",
+                requirement: "between 1 and the number of images of the class",
+                value: count as f64,
+            });
+        }
+        let idx = &idx[..count];
+        let n = self.images.rows();
+        Ok(ImageSet {
+            images: Batch::from_fn(n, count, |i, j| self.images.get(i, idx[j])),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| idx.iter().map(|&j| l[j]).collect()),
+            height: self.height,
+            width: self.width,
+            peak: self.peak,
+        })
+    }
+    /// [`to_histograms`] of the images.
+    pub fn histograms(&self, opts: &HistogramOptions) -> Result<Batch<f64>> {
+        to_histograms(&self.images, opts)
+    }
+}
+
+/// How [`to_histograms`] turns images into histograms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HistogramOptions {
+    /// Added to every pixel (in the images' own units, after inversion) before
+    /// normalizing: a floor that makes every bin positive, which the KL loss and a
+    /// softmax-parametrized atom need. 0 keeps zeros.
+    pub floor: f64,
+    /// `Some(peak)`: use `peak − x` instead of `x` (dark objects on a bright background
+    /// become mass: "inverted colours" in section 5.3). Every pixel must be `≤ peak`.
+    pub invert: Option<f64>,
+}
+
+impl Default for HistogramOptions {
+    /// No floor, no inversion: plain normalization.
+    fn default() -> Self {
+        HistogramOptions {
+            floor: 0.0,
+            invert: None,
+        }
+    }
+}
+
+/// Turns each column of `images` (nonnegative pixels, `N × M`) into a histogram:
+/// `x ← peak − x` if [`HistogramOptions::invert`], then `x ← x + floor`, then
+/// `x ← x / Σx`. Errors on a non-finite or negative pixel (after inversion, a pixel
+/// above `peak`) or an image whose sum is zero.
+pub fn to_histograms(images: &Batch<f64>, opts: &HistogramOptions) -> Result<Batch<f64>> {
+    if !(opts.floor.is_finite() && opts.floor >= 0.0) {
+        return Err(Error::InvalidParameter {
+            arg: "floor",
+            requirement: "finite and >= 0",
+            value: opts.floor,
+        });
+    }
+    if let Some(p) = opts.invert {
+        if !p.is_finite() {
+            return Err(Error::InvalidParameter {
+                arg: "invert",
+                requirement: "a finite peak",
+                value: p,
+            });
+        }
+    }
+    if let Some((row, col)) = images.first_non_finite() {
+        return Err(Error::NonFinite {
+            arg: "images",
+            row,
+            col,
+        });
+    }
+    let (n, m) = images.shape();
+    let mut out = Batch::from_fn(n, m, |i, j| {
+        let v = images.get(i, j);
+        opts.invert.map_or(v, |p| p - v) + opts.floor
+    });
+    validate::nonnegative("images", &out)?;
+    for j in 0..m {
+        normalize("images (an image sums to zero)", out.col_mut(j))?;
+    }
+    Ok(out)
+}
+
+/// Reads `data_dir()/images` (`(M, H, W)`, any integer or float dtype) and, if given,
+/// `data_dir()/labels` (`(M,)` nonnegative integers).
+pub fn load_images(images: &str, labels: Option<&str>, peak: f64) -> Result<ImageSet> {
+    let dir = data_dir();
+    let arr = crate::npy::read_npy_numeric(dir.join(images))?;
+    let [m, h, w] = *arr.shape() else {
+        return Err(Error::ShapeMismatch {
+            arg: "images",
+            expected: "(M, H, W)".into(),
+            found: format!("{:?}", arr.shape()),
+        });
+    };
+    let images_b = arr.into_batch::<f64>();
+    let labels = match labels {
+        None => None,
+        Some(f) => {
+            let l = crate::npy::read_npy_numeric(dir.join(f))?;
+            if l.shape() != [m] {
+                return Err(Error::ShapeMismatch {
+                    arg: "labels",
+                    expected: format!("({m},)"),
+                    found: format!("{:?}", l.shape()),
+                });
+            }
+            let v = l.into_vec::<f64>();
+            if let Some(k) = v.iter().position(|&x| !(x >= 0.0 && x.fract() == 0.0)) {
+                return Err(Error::InvalidParameter {
+                    arg: "labels",
+                    requirement: "nonnegative integers",
+                    value: v[k],
+                });
+            }
+            Some(v.iter().map(|&x| x as usize).collect())
+        }
+    };
+    Ok(ImageSet {
+        images: images_b,
+        labels,
+        height: h,
+        width: w,
+        peak,
+    })
+}
+
+/// scikit-learn's digits: 1797 images of 8 × 8, values 0-16, labels 0-9.
+pub fn digits() -> Result<ImageSet> {
+    load_images("digits_images.npy", Some("digits_labels.npy"), 16.0)
+}
+
+/// 100 LFW face crops of 25 × 25, values in [0, 1], no labels.
+pub fn faces() -> Result<ImageSet> {
+    load_images("lfw_faces.npy", None, 1.0)
+}
+
+/// 2000 Fashion-MNIST images of 28 × 28 (uint8, 0-255), 200 per class, labels 0-9
+/// (0 T-shirt, 1 trouser, 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker,
+/// 8 bag, 9 ankle boot).
+pub fn fashion_mnist() -> Result<ImageSet> {
+    load_images(
+        "fashion_mnist_2000.npy",
+        Some("fashion_mnist_2000_labels.npy"),
+        255.0,
+    )
 }

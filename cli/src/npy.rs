@@ -772,3 +772,89 @@ fn describe_write_error(e: &io::Error, dir: &Path) -> String {
         _ => e.to_string(),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Integer arrays (images, labels), read as float64
+
+/// The integer dtype of a descr (`'|u1'`, `'<i8'`, ...): signed?, bytes, big-endian?.
+fn int_dtype(descr: &str) -> Option<(bool, usize, bool)> {
+    let (order, body) = descr.split_at(1);
+    if !matches!(order, "<" | ">" | "|" | "=") {
+        return None;
+    }
+    let signed = match body.as_bytes().first()? {
+        b'i' => true,
+        b'u' => false,
+        _ => return None,
+    };
+    let size: usize = body[1..].parse().ok()?;
+    if !matches!(size, 1 | 2 | 4 | 8) {
+        return None;
+    }
+    Some((signed, size, order == ">"))
+}
+
+/// [`parse_npy`], but an array of integers (int8 to int64, uint8 to uint64: image
+/// pixels, labels) is accepted too and converted to float64. Integers beyond `2⁵³` in
+/// magnitude are rounded to the nearest float64. Used where integer data is meant
+/// (`wassdl fit --normalize`, [`crate::datasets`]); [`parse_npy`] still refuses it.
+pub fn parse_npy_numeric(bytes: &[u8], origin: &str) -> Result<NpyArray> {
+    let err = |what: String| Error::Io(format!("{origin}: {what}"));
+    let (h, offset) = parse_header(bytes).map_err(err)?;
+    let Some((signed, size, big)) = int_dtype(&h.descr) else {
+        return parse_npy(bytes, origin);
+    };
+    let need = h
+        .shape
+        .iter()
+        .try_fold(size, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| err(format!("shape {} is too large", shape_text(&h.shape))))?;
+    let body = &bytes[offset..];
+    if body.len() != need {
+        return Err(err(format!(
+            "the data is {} bytes but shape {} of {} needs {need}",
+            body.len(),
+            shape_text(&h.shape),
+            h.descr
+        )));
+    }
+    // Decoded by hand: fixed-size integers need no library, and npyz's typed readers
+    // would need one branch per (signedness, size, order).
+    let data: Vec<f64> = body
+        .chunks_exact(size)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            if big {
+                for (k, &x) in c.iter().rev().enumerate() {
+                    b[k] = x;
+                }
+            } else {
+                b[..size].copy_from_slice(c);
+            }
+            let u = u64::from_le_bytes(b);
+            if signed {
+                // sign-extend the `size`-byte value
+                let shift = 64 - 8 * size as u32;
+                ((u << shift) as i64 >> shift) as f64
+            } else {
+                u as f64
+            }
+        })
+        .collect();
+    let data = if h.fortran {
+        fortran_to_c(&h.shape, data)
+    } else {
+        data
+    };
+    Ok(NpyArray {
+        shape: h.shape,
+        data: NpyData::F64(data),
+    })
+}
+
+/// [`read_npy`] accepting integer arrays too ([`parse_npy_numeric`]).
+pub fn read_npy_numeric(path: impl AsRef<Path>) -> Result<NpyArray> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, open_error(&e)))?;
+    parse_npy_numeric(&bytes, &path.display().to_string())
+}

@@ -327,3 +327,180 @@ fn figures_write_pngs_and_name_bad_paths() {
     assert!(save_line_plot(dir.join("empty.png"), "t", "x", "y", &[]).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Real images (data/)
+
+#[test]
+fn real_datasets_load_with_their_shapes_and_labels() {
+    let d = digits().unwrap();
+    assert_eq!(
+        (d.images.rows(), d.images.cols(), d.height, d.width),
+        (64, 1797, 8, 8)
+    );
+    let labels = d.labels.as_ref().unwrap();
+    assert_eq!(labels.len(), 1797);
+    assert!(labels.iter().all(|&l| l <= 9));
+    let f = faces().unwrap();
+    assert_eq!((f.images.rows(), f.images.cols()), (625, 100));
+    assert!(f.labels.is_none());
+    // uint8 pixels arrive as exact float64 integers 0-255
+    let fm = fashion_mnist().unwrap();
+    assert_eq!((fm.images.rows(), fm.images.cols()), (784, 2000));
+    assert!(fm
+        .images
+        .as_slice()
+        .iter()
+        .all(|&v| v.fract() == 0.0 && (0.0..=255.0).contains(&v)));
+    assert_eq!(
+        fm.images.as_slice().iter().cloned().fold(0.0, f64::max),
+        255.0
+    );
+    let bags = fm.select(Some(8), 200).unwrap();
+    assert!(bags.labels.unwrap().iter().all(|&l| l == 8));
+    assert!(fm.select(Some(8), 201).is_err());
+}
+
+#[test]
+fn to_histograms_inverts_floors_and_normalizes() {
+    let img = Batch::from_vec(4, 1, vec![0.0, 1.0, 3.0, 4.0]);
+    let h = to_histograms(&img, &HistogramOptions::default()).unwrap();
+    assert_eq!(h.col(0), &[0.0, 0.125, 0.375, 0.5]);
+    let h = to_histograms(
+        &img,
+        &HistogramOptions {
+            floor: 1.0,
+            invert: Some(4.0),
+        },
+    )
+    .unwrap();
+    // (4 - x) + 1 = 5, 4, 2, 1, sum 12
+    assert_eq!(h.col(0), &[5.0 / 12.0, 4.0 / 12.0, 2.0 / 12.0, 1.0 / 12.0]);
+    // a pixel above the inversion peak becomes negative: refused
+    assert!(to_histograms(
+        &img,
+        &HistogramOptions {
+            floor: 0.0,
+            invert: Some(3.0)
+        }
+    )
+    .is_err());
+    // an all-zero image has no mass to normalize
+    assert!(to_histograms(&Batch::zeros(3, 1), &HistogramOptions::default()).is_err());
+    let d = digits().unwrap().select(Some(3), 10).unwrap();
+    assert_histograms(
+        "digits",
+        &d.histograms(&HistogramOptions {
+            floor: 1e-3,
+            invert: None,
+        })
+        .unwrap(),
+    );
+}
+
+/// A dictionary fit on a small real subset reaches a stated loss: the first 20 "3"s of
+/// the digits (+10⁻³, normalized), 3 atoms drawn from the data, quadratic loss,
+/// γ = 0.5 px², L = 20, 40 L-BFGS iterations. Measured (x86-64, this build): initial
+/// loss 0.10819, 0.04947 after 30 iterations, 0.04670 after 40. The bound 0.0485 is the
+/// 40-iteration value plus 4% for other platforms' rounding over 40 iterations of a
+/// nonconvex problem, and stays below the 30-iteration value: it checks that the last
+/// ten iterations still make progress, not only that the fit runs.
+#[test]
+fn fit_on_real_digits_reaches_stated_loss() {
+    use wassdl::dictionary::{fit, AtomInit, NoObserver, WdlConfig};
+    use wassdl::{BarycenterConfig, Grid, GridKernel, GridUnits, Loss};
+    let data = digits()
+        .unwrap()
+        .select(Some(3), 20)
+        .unwrap()
+        .histograms(&HistogramOptions {
+            floor: 1e-3,
+            invert: None,
+        })
+        .unwrap();
+    let grid = Grid::new(&[8, 8]).unwrap().with_units(GridUnits::Pixel);
+    let k = GridKernel::<f64>::new(&grid, 0.5).unwrap();
+    let cfg = WdlConfig::new(3)
+        .barycenter(BarycenterConfig::iterations(20))
+        .loss(Loss::Quadratic)
+        .atom_init(AtomInit::FromData)
+        .max_iters(40)
+        .seed(0);
+    let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
+    eprintln!(
+        "initial loss {}, after 30 iterations {}, final {} after {} iterations ({:?})",
+        f.history[0].loss, f.history[30].loss, f.loss, f.iterations, f.termination
+    );
+    assert!(f.loss < 0.0485, "final loss {}", f.loss);
+}
+
+/// A `.npy` file of uint8 images `(m, h, w)`, written by hand as NumPy does (format 1.0,
+/// header padded with spaces to a multiple of 64 bytes, ending in a newline).
+fn uint8_npy(path: &std::path::Path, shape: [usize; 3], pixels: &[u8]) {
+    let dict = format!(
+        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {}, {}), }}",
+        shape[0], shape[1], shape[2]
+    );
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(pixels);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `wassdl fit --normalize` takes uint8 images (each becomes a histogram); without the
+/// flag the same file is refused, as any unnormalized input is.
+#[test]
+fn fit_normalize_accepts_uint8_images() {
+    let dir = std::env::temp_dir().join(format!("wassdl-normalize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = dir.join("x.npy");
+    // four 5 x 5 images: a bright 2 x 2 block in a different corner of each
+    let mut px = vec![0u8; 4 * 25];
+    for (m, (r0, c0)) in [(0, 0), (0, 3), (3, 0), (3, 3)].into_iter().enumerate() {
+        for r in r0..r0 + 2 {
+            for c in c0..c0 + 2 {
+                px[m * 25 + r * 5 + c] = 200 + m as u8;
+            }
+        }
+    }
+    uint8_npy(&x, [4, 5, 5], &px);
+    let arr = wassdl_cli::npy::read_npy_numeric(&x).unwrap();
+    assert_eq!(arr.shape(), &[4, 5, 5]);
+    assert!(
+        wassdl_cli::npy::read_npy(&x).is_err(),
+        "read_npy still refuses integers"
+    );
+    let model = dir.join("model.json");
+    let fit = |normalize: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wassdl"));
+        c.args(["fit", "--data"])
+            .arg(&x)
+            .args(["--atoms", "2", "--reg", "1", "--units", "pixel"])
+            .args(["--sinkhorn-iters", "10", "--max-iters", "5", "--out"])
+            .arg(&model);
+        if normalize {
+            c.arg("--normalize");
+        }
+        c.output().unwrap()
+    };
+    let refused = fit(false);
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("uint8"), "{msg}");
+    let ok = fit(true);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    assert_eq!(saved["dims"]["m"], 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,6 +12,15 @@
 mod common;
 
 #[allow(dead_code)]
+#[path = "../../examples/digits.rs"]
+mod digits;
+#[allow(dead_code)]
+#[path = "../../examples/faces.rs"]
+mod faces;
+#[allow(dead_code)]
+#[path = "../../examples/fashion.rs"]
+mod fashion;
+#[allow(dead_code)]
 #[path = "../../examples/fig2_gaussians.rs"]
 mod fig2_gaussians;
 #[allow(dead_code)]
@@ -228,4 +237,76 @@ fn images_quick() {
         ],
     );
     check_figures(&dir, &["atoms.png", "reconstructions.png", "wdl_loss.png"]);
+}
+
+/// The keys of one real-data comparison (`examples/common/realdata.rs`), with `prefix`.
+fn comparison_keys(prefix: &str) -> Vec<String> {
+    let mut k = Vec::new();
+    for m in ["mse", "psnr", "ot", "seconds"] {
+        for w in ["wdl", "pca", "nmf"] {
+            k.push(format!("{prefix}{w}_{m}"));
+        }
+    }
+    k.push(format!("{prefix}wdl_iters"));
+    k.push(format!("{prefix}wdl_end"));
+    k
+}
+
+fn check_comparison_line(line: &str, prefixes: &[&str]) -> Vec<f64> {
+    let keys: Vec<String> = prefixes.iter().flat_map(|p| comparison_keys(p)).collect();
+    let k: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let v = check_result_line(line, &k);
+    for (i, key) in k.iter().enumerate() {
+        if key.ends_with("_ot") || key.ends_with("_mse") {
+            assert!(v[i] >= 0.0, "{line}: {key}");
+        }
+        if key.ends_with("_end") {
+            assert!([0.0, 1.0, 2.0, 3.0].contains(&v[i]), "{line}: {key}");
+        }
+    }
+    v
+}
+
+// The quick real-data runs only check the pipeline: in their few iterations WDL is still
+// far from its full-run scores (docs/dictionary.md has those), so no ordering is asserted.
+#[test]
+fn digits_quick() {
+    let dir = out_dir("digits");
+    let m = digits::run(&digits::common::Settings::quick(&dir)).unwrap();
+    check_comparison_line(&m.result_line(), &[""]);
+    check_figures(
+        &dir,
+        &[
+            "digits_atoms.png",
+            "digits_reconstructions.png",
+            "wdl_loss.png",
+        ],
+    );
+}
+
+#[test]
+fn faces_quick() {
+    let dir = out_dir("faces");
+    let m = faces::run(&faces::common::Settings::quick(&dir)).unwrap();
+    check_comparison_line(&m.result_line(), &["q_", "qi_", "kl_", "kli_"]);
+    check_figures(
+        &dir,
+        &[
+            "q_atoms.png",
+            "q_reconstructions.png",
+            "kli_atoms.png",
+            "kli_reconstructions.png",
+        ],
+    );
+}
+
+#[test]
+fn fashion_quick() {
+    let dir = out_dir("fashion");
+    let m = fashion::run(&fashion::common::Settings::quick(&dir)).unwrap();
+    check_comparison_line(&m.result_line(), &["c1_", "c7_", "c8_", "mix_"]);
+    check_figures(
+        &dir,
+        &["c1_atoms.png", "mix_atoms.png", "mix_reconstructions.png"],
+    );
 }

@@ -48,6 +48,11 @@ pub struct Args {
     /// Datapoints (M, N) or (M, H, W); nonnegative, each summing to 1 (any mass with --rho)
     #[arg(long, value_name = "X.npy")]
     data: PathBuf,
+    /// Make each datapoint of --data a histogram (divide by its sum): any nonnegative
+    /// array, integer ones (e.g. uint8 images) included. Without it the datapoints must
+    /// already sum to 1
+    #[arg(long)]
+    normalize: bool,
     /// Number of atoms S ≥ 1
     #[arg(
         long,
@@ -341,7 +346,11 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
                 .into(),
         ));
     }
-    let data = Input::load("--data", &args.data, Layout::Rows)?;
+    let data = if args.normalize {
+        Input::load_normalized("--data", &args.data)?
+    } else {
+        Input::load("--data", &args.data, Layout::Rows)?
+    };
     data.expect_ndim(&[2, 3], "(M, N) or (M, H, W): one datapoint per row")?;
     let m = data.shape()[0];
     if cfg.atom_init == AtomInit::FromData && s > m {
@@ -434,7 +443,11 @@ fn resume_fit(
             ck.format, ck.version
         )));
     }
-    let data = Input::load("--data", &args.data, Layout::Rows)?;
+    let data = if args.normalize {
+        Input::load_normalized("--data", &args.data)?
+    } else {
+        Input::load("--data", &args.data, Layout::Rows)?
+    };
     data.expect_ndim(&[2, 3], "(M, N) or (M, H, W): one datapoint per row")?;
     match head.scalar.as_str() {
         "f32" => resume_as::<f32>(args, global, path, &text, ck, data, t_start),

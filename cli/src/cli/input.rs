@@ -42,6 +42,27 @@ impl Input {
         })
     }
 
+    /// Reads the `.npy` file given to `opt` (any nonnegative float or integer array, e.g.
+    /// uint8 images) and makes each histogram of a [`Layout::Rows`] file sum to one with
+    /// [`wassdl_cli::datasets::to_histograms`] (`--normalize`). The result is float64.
+    pub fn load_normalized(opt: &'static str, path: &Path) -> Result<Self, CliError> {
+        let array = npy::read_npy_numeric(path).map_err(|e| CliError(format!("{opt} {e}")))?;
+        let shape = array.shape().to_vec();
+        let mut input = Input {
+            opt,
+            path: path.to_path_buf(),
+            shape: shape.clone(),
+            dtype: Dtype::F64,
+            layout: Layout::Rows,
+            array: None,
+        };
+        let raw: Batch<f64> = array.into_batch();
+        let h = wassdl_cli::datasets::to_histograms(&raw, &Default::default())
+            .map_err(|e| input.explain(e, &|r, c| Some(raw.get(r, c))))?;
+        input.array = Some(NpyArray::from_batch(h, shape).map_err(|e| input.fail(e))?);
+        Ok(input)
+    }
+
     /// `--a path/to/A.npy`.
     pub fn name(&self) -> String {
         format!("{} {}", self.opt, self.path.display())

@@ -44,6 +44,11 @@ pub struct Args {
     /// the model is unbalanced)
     #[arg(long, value_name = "X.npy")]
     data: PathBuf,
+    /// Make each datapoint of --data a histogram (divide by its sum): any nonnegative
+    /// array, integer ones (e.g. uint8 images) included. Without it the datapoints must
+    /// already sum to 1
+    #[arg(long)]
+    normalize: bool,
     /// L-BFGS iterations [default: the model's --max-iters]
     #[arg(long, value_name = "n")]
     max_iters: Option<u64>,
@@ -64,7 +69,11 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
         &[("--model", &args.model), ("--data", &args.data)],
     )?;
     let (model, _) = load_model("--model", &args.model)?;
-    let data = Input::load("--data", &args.data, Layout::Rows)?;
+    let data = if args.normalize {
+        Input::load_normalized("--data", &args.data)?
+    } else {
+        Input::load("--data", &args.data, Layout::Rows)?
+    };
     data.expect_ndim(
         &[1, 2, 3],
         "(N,), (M, N) or (M, H, W): one datapoint per row",
