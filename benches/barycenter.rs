@@ -525,8 +525,112 @@ fn p4_wdl(c: &mut Criterion) {
     g.finish();
 }
 
+/// Scalar `f64::ln` calls per sample of the `avx_state` group.
+const LN_CALLS: usize = 1000;
+
+/// `LN_CALLS` scalar natural logarithms (libm, baseline SSE-encoded glue): what pays the
+/// AVX→SSE transition penalty when the upper vector state is dirty.
+fn ln_loop(xs: &[f64]) -> f64 {
+    xs.iter().map(|&x| black_box(x).ln()).sum()
+}
+
+/// Dirties the upper state as faer's AVX-512 microkernels leave it: one EVEX instruction
+/// writing all 512 bits of `zmm1` (or 256 bits of `ymm1` with `wide = false`).
+#[cfg(target_arch = "x86_64")]
+fn dirty_upper(wide: bool) {
+    // SAFETY: called only after run-time detection of AVX-512F (AVX for `ymm`); the
+    // register is declared clobbered and is caller-saved.
+    unsafe {
+        if wide {
+            std::arch::asm!("vaddpd zmm1, zmm1, zmm1", out("xmm1") _);
+        } else {
+            std::arch::asm!("vaddpd ymm1, ymm1, ymm1", out("xmm1") _);
+        }
+    }
+}
+
+/// The issue-10 microbenchmark: a scalar `ln` loop with the upper vector state clean,
+/// dirtied by one AVX-512 (or AVX) instruction, dirtied then cleared with `vzeroupper`,
+/// and after a real faer GEMM with and without [`wassdl::vexp::clear_upper_state`].
+#[cfg(target_arch = "x86_64")]
+fn avx_state(c: &mut Criterion) {
+    let xs: Vec<f64> = (0..LN_CALLS).map(|i| 1.0 + i as f64 * 0.37).collect();
+    let mut g = configure(c, "avx_state", 3);
+    g.bench_function("ln_clean", |b| {
+        b.iter(|| {
+            wassdl::vexp::clear_upper_state();
+            ln_loop(&xs)
+        })
+    });
+    if is_x86_feature_detected!("avx") {
+        g.bench_function("ln_dirty_ymm", |b| {
+            b.iter(|| {
+                dirty_upper(false);
+                ln_loop(&xs)
+            })
+        });
+    }
+    if is_x86_feature_detected!("avx512f") {
+        g.bench_function("ln_dirty_zmm", |b| {
+            b.iter(|| {
+                dirty_upper(true);
+                ln_loop(&xs)
+            })
+        });
+        g.bench_function("ln_dirty_zmm_zeroupper", |b| {
+            b.iter(|| {
+                dirty_upper(true);
+                wassdl::vexp::clear_upper_state();
+                ln_loop(&xs)
+            })
+        });
+    }
+    let (a, x) = (
+        faer::Mat::<f64>::ones(64, 64),
+        faer::Mat::<f64>::ones(64, 8),
+    );
+    let mut out = faer::Mat::<f64>::zeros(64, 8);
+    for clear in [false, true] {
+        let name = if clear { "gemm_clear_ln" } else { "gemm_ln" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    a.as_ref(),
+                    x.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                if clear {
+                    wassdl::vexp::clear_upper_state();
+                }
+                ln_loop(&xs)
+            })
+        });
+    }
+    g.bench_function("gemm_only", |b| {
+        b.iter(|| {
+            matmul(
+                out.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                x.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+            wassdl::vexp::clear_upper_state();
+        })
+    });
+    g.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx_state(_: &mut Criterion) {}
+
 criterion_group!(
     benches,
+    avx_state,
     p1_dense,
     p2_grid,
     variants,
