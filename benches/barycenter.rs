@@ -666,9 +666,11 @@ fn digits(c: &mut Criterion) {
             );
             wassdl::vexp::clear_upper_state();
         };
-        // On-CPU time of 20 products, as a rate (robust to a shared machine).
-        if let Some(t) = cpu_seconds(|| (0..20).for_each(|_| run())) {
-            let flop = 2.0 * (n * n * n) as f64 * 20.0;
+        // On-CPU time of about 2 GFLOP of products, as a rate (robust to a shared
+        // machine; the thread's run-time counter is too coarse for a single small product).
+        let reps = ((1usize << 30) / (n * n * n)).max(20);
+        if let Some(t) = cpu_seconds(|| (0..reps).for_each(|_| run())) {
+            let flop = 2.0 * (n * n * n) as f64 * reps as f64;
             println!(
                 "CPU digits/gemm_square_f64/{n}: {:.1} GFLOP/s on one core",
                 flop / t / 1e9
