@@ -15,6 +15,11 @@
 //! * `p4_wdl`: WDL objective and gradient (softmax change of variables, eq. 13), M = 20
 //!   images 64×64, S = 5, L = 25 at γ = 4e-3 (POT units, as the peers), and S = 4 at
 //!   γ = 2 pixel² (the authors' C++ code), f64 and f32.
+//! * `avx_state`: a scalar `f64::ln` loop with the upper vector state clean, dirtied by one
+//!   AVX-512 or AVX instruction, and after a faer GEMM, with and without `vzeroupper`
+//!   (issue 10; `WASSDL_KEEP_UPPER_STATE=1` turns the library's clearing off everywhere).
+//! * `digits`: the digits-size WDL evaluation (8×8, S = 3, M = 60, L = 50) and faer's
+//!   single-core GEMM rate on square shapes (the arithmetic bounds of issue 10).
 //!
 //! Each group takes ten samples (`sample_size(10)`); `docs/benchmarks.md` quotes the
 //! median of `target/criterion/<id>/new/estimates.json` via `scripts/criterion_medians.py`.
@@ -525,8 +530,163 @@ fn p4_wdl(c: &mut Criterion) {
     g.finish();
 }
 
+/// Scalar `f64::ln` calls per sample of the `avx_state` group.
+const LN_CALLS: usize = 1000;
+
+/// `LN_CALLS` scalar natural logarithms (libm, baseline SSE-encoded glue): what pays the
+/// AVX→SSE transition penalty when the upper vector state is dirty.
+fn ln_loop(xs: &[f64]) -> f64 {
+    xs.iter().map(|&x| black_box(x).ln()).sum()
+}
+
+/// Dirties the upper state as faer's AVX-512 microkernels leave it: one EVEX instruction
+/// writing all 512 bits of `zmm1` (or 256 bits of `ymm1` with `wide = false`).
+#[cfg(target_arch = "x86_64")]
+fn dirty_upper(wide: bool) {
+    // SAFETY: called only after run-time detection of AVX-512F (AVX for `ymm`); the
+    // register is declared clobbered and is caller-saved.
+    unsafe {
+        if wide {
+            std::arch::asm!("vaddpd zmm1, zmm1, zmm1", out("xmm1") _);
+        } else {
+            std::arch::asm!("vaddpd ymm1, ymm1, ymm1", out("xmm1") _);
+        }
+    }
+}
+
+/// The issue-10 microbenchmark: a scalar `ln` loop with the upper vector state clean,
+/// dirtied by one AVX-512 (or AVX) instruction, dirtied then cleared with `vzeroupper`,
+/// and after a real faer GEMM with and without [`wassdl::vexp::clear_upper_state`].
+#[cfg(target_arch = "x86_64")]
+fn avx_state(c: &mut Criterion) {
+    let xs: Vec<f64> = (0..LN_CALLS).map(|i| 1.0 + i as f64 * 0.37).collect();
+    let mut g = configure(c, "avx_state", 3);
+    g.bench_function("ln_clean", |b| {
+        b.iter(|| {
+            wassdl::vexp::clear_upper_state();
+            ln_loop(&xs)
+        })
+    });
+    if is_x86_feature_detected!("avx") {
+        g.bench_function("ln_dirty_ymm", |b| {
+            b.iter(|| {
+                dirty_upper(false);
+                ln_loop(&xs)
+            })
+        });
+    }
+    if is_x86_feature_detected!("avx512f") {
+        g.bench_function("ln_dirty_zmm", |b| {
+            b.iter(|| {
+                dirty_upper(true);
+                ln_loop(&xs)
+            })
+        });
+        g.bench_function("ln_dirty_zmm_zeroupper", |b| {
+            b.iter(|| {
+                dirty_upper(true);
+                wassdl::vexp::clear_upper_state();
+                ln_loop(&xs)
+            })
+        });
+    }
+    let (a, x) = (
+        faer::Mat::<f64>::ones(64, 64),
+        faer::Mat::<f64>::ones(64, 8),
+    );
+    let mut out = faer::Mat::<f64>::zeros(64, 8);
+    for clear in [false, true] {
+        let name = if clear { "gemm_clear_ln" } else { "gemm_ln" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    a.as_ref(),
+                    x.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                if clear {
+                    wassdl::vexp::clear_upper_state();
+                }
+                ln_loop(&xs)
+            })
+        });
+    }
+    g.bench_function("gemm_only", |b| {
+        b.iter(|| {
+            matmul(
+                out.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                x.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+            wassdl::vexp::clear_upper_state();
+        })
+    });
+    g.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx_state(_: &mut Criterion) {}
+
+/// The digits-size WDL evaluation of issue 10 (N = 64 on an 8×8 grid, S = 3, M = 60,
+/// L = 50, γ = 2 px², f64 and f32), and faer's single-thread GEMM rate on the square
+/// shapes the arithmetic bounds of `docs/benchmarks.md` divide by.
+fn digits(c: &mut Criterion) {
+    let mut g = configure(c, "digits", 3);
+    let grid = Grid::new(&[8, 8]).unwrap().with_units(GridUnits::Pixel);
+    let (y, alpha, beta) = problem_wdl(60, 8, 3);
+    let cfg = BarycenterConfig::iterations(50);
+    let opts = GradOptions::default();
+    let k = grid_kernel(&grid, 2.0);
+    let mut f64_eval = || drop(black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts)));
+    cpu_line("digits/wdl_f64", &mut f64_eval);
+    g.bench_function("wdl_f64", |b| b.iter(&mut f64_eval));
+    let (y32, a32, b32) = (y.cast::<f32>(), alpha.cast::<f32>(), beta.cast::<f32>());
+    let k32 = grid_kernel(&grid, 2.0f32);
+    let mut f32_eval = || drop(black_box(wdl_eval(&k32, &y32, &a32, &b32, &cfg, &opts)));
+    cpu_line("digits/wdl_f32", &mut f32_eval);
+    g.bench_function("wdl_f32", |b| b.iter(&mut f32_eval));
+    for n in [64usize, 256, 1024] {
+        let a = faer::Mat::<f64>::from_fn(n, n, |i, j| ((i + j) % 7) as f64);
+        let x = faer::Mat::<f64>::from_fn(n, n, |i, j| ((i * j) % 5) as f64);
+        let mut out = faer::Mat::<f64>::zeros(n, n);
+        let mut run = || {
+            matmul(
+                out.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                x.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+            wassdl::vexp::clear_upper_state();
+        };
+        // On-CPU time of about 2 GFLOP of products, as a rate (robust to a shared
+        // machine; the thread's run-time counter is too coarse for a single small product).
+        let reps = ((1usize << 30) / (n * n * n)).max(20);
+        if let Some(t) = cpu_seconds(|| (0..reps).for_each(|_| run())) {
+            let flop = 2.0 * (n * n * n) as f64 * reps as f64;
+            println!(
+                "CPU digits/gemm_square_f64/{n}: {:.1} GFLOP/s on one core",
+                flop / t / 1e9
+            );
+        }
+        g.bench_with_input(BenchmarkId::new("gemm_square_f64", n), &n, |b, _| {
+            b.iter(&mut run)
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    avx_state,
+    digits,
     p1_dense,
     p2_grid,
     variants,

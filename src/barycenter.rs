@@ -35,7 +35,7 @@ pub enum Stop {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BarycenterConfig {
-    /// Heavy-ball extrapolation τ ≤ 0 (Algorithm 5); 0 is the plain iteration.
+    /// Heavy-ball extrapolation τ ∈ (−1, 0] (Algorithm 5); 0 is the plain iteration.
     pub tau: f64,
     /// KL marginal relaxation ρ > 0 (Algorithm 6); `None` is the balanced barycenter.
     pub rho: Option<f64>,
@@ -86,12 +86,15 @@ impl BarycenterConfig {
         self.log_domain = on;
         self
     }
-    /// Checks every parameter (τ ≤ 0, ρ > 0, L ≥ 1, tol > 0).
+    /// Checks every parameter (−1 < τ ≤ 0, ρ > 0, L ≥ 1, tol > 0).
     pub fn validate(&self) -> Result<()> {
-        if !(self.tau.is_finite() && self.tau <= 0.0) {
+        // Algorithm 5 mixes τ·prev + (1 − τ)·new: over-relaxation with ω = 1 − τ, which
+        // converges only for 0 < ω < 2, i.e. −1 < τ ≤ 0 (τ > 0 is under-relaxation, not
+        // the paper's heavy ball).
+        if !(self.tau.is_finite() && self.tau > -1.0 && self.tau <= 0.0) {
             return Err(Error::InvalidParameter {
                 arg: "tau",
-                requirement: "finite and <= 0",
+                requirement: "in (-1, 0] (over-relaxation ω = 1 − τ converges for 0 < ω < 2)",
                 value: self.tau,
             });
         }

@@ -16,7 +16,7 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
 use crate::validate;
-use faer::linalg::matmul::matmul;
+use crate::kernel::gemm as matmul;
 use faer::linalg::solvers::Svd;
 use faer::{Accum, Par};
 use rand::{Rng, SeedableRng};

@@ -200,7 +200,7 @@ impl<'k, T: Real> Tape<'k, T> {
     pub fn matmul(&mut self, a: &Var, b: &Var) -> Var {
         let (av, bv) = (self.val(a.0), self.val(b.0));
         let mut out = Batch::zeros(av.rows(), bv.cols());
-        faer::linalg::matmul::matmul(
+        crate::kernel::gemm(
             out.view_mut(),
             faer::Accum::Replace,
             av.view(),
@@ -546,7 +546,7 @@ impl<'k, T: Real> Tape<'k, T> {
                 let (av, bv) = (self.val(a), self.val(b));
                 if need(a) {
                     let mut ga = Batch::zeros(av.rows(), av.cols());
-                    faer::linalg::matmul::matmul(
+                    crate::kernel::gemm(
                         ga.view_mut(),
                         faer::Accum::Replace,
                         gi.view(),
@@ -558,7 +558,7 @@ impl<'k, T: Real> Tape<'k, T> {
                 }
                 if need(b) {
                     let mut gb = Batch::zeros(bv.rows(), bv.cols());
-                    faer::linalg::matmul::matmul(
+                    crate::kernel::gemm(
                         gb.view_mut(),
                         faer::Accum::Replace,
                         av.view().transpose(),

@@ -574,6 +574,70 @@ dispatch!(
     dot_exp_shift_f32(w: &[f32], x: &[f32], shift: f32) -> f32
 );
 
+// -------------------------------------------------------------------------------------------
+// AVX upper state
+// -------------------------------------------------------------------------------------------
+
+/// Number of `vzeroupper` instructions issued by [`clear_upper_state`] so far (all threads).
+static UPPER_CLEARS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether to issue `vzeroupper` after GEMMs: the CPU supports AVX and the environment
+/// variable `WASSDL_KEEP_UPPER_STATE` is unset (it exists only to measure the penalty the
+/// clearing avoids, in one binary and one sitting; see `docs/benchmarks.md`). Detected
+/// once, then cached.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn has_avx() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx") && std::env::var_os("WASSDL_KEEP_UPPER_STATE").is_none()
+    })
+}
+
+/// `vzeroupper`, in a function compiled with AVX so that the intrinsic is available.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[target_feature(enable = "avx")]
+unsafe fn zeroupper() {
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::_mm256_zeroupper;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::_mm256_zeroupper;
+    _mm256_zeroupper();
+}
+
+/// Marks the upper halves of the vector registers clean (`vzeroupper`) on x86 CPUs with
+/// AVX; does nothing elsewhere.
+///
+/// faer's AVX-512 GEMM microkernels (crate `private-gemm-x86`, inline assembly) return
+/// with the upper 384 bits of `zmm0`-`zmm15` dirty and no `vzeroupper`: the assembly is
+/// opaque to the compiler, which inserts `vzeroupper` only after code it generated with
+/// AVX itself. On Intel CPUs every later SSE-encoded instruction (libm `ln`, any loop
+/// compiled for baseline x86-64) then pays the AVX→SSE transition penalty (a scalar
+/// `ln` loop measured 44× slower on a Xeon with AVX-512; see `docs/benchmarks.md`).
+/// Every GEMM of this crate therefore goes through [`crate::kernel`]'s wrapper, which
+/// calls this right after faer returns. `vzeroupper` only zeroes bits 128 and above of
+/// registers that hold no live value across the call (every vector register is
+/// caller-saved in the x86-64 System V and Windows ABIs above bit 127), so it cannot
+/// change a result.
+#[inline]
+pub fn clear_upper_state() {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if has_avx() {
+        // SAFETY: `zeroupper`'s only precondition is AVX support, just checked.
+        unsafe { zeroupper() };
+        UPPER_CLEARS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How many times [`clear_upper_state`] has issued `vzeroupper` in this process (0 on
+/// CPUs without AVX, on other architectures and with `WASSDL_KEEP_UPPER_STATE` set):
+/// lets tests check that the path runs.
+pub fn upper_state_clears() -> u64 {
+    UPPER_CLEARS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,9 @@
 mod common;
 
 #[allow(dead_code)]
+#[path = "../../examples/cardiac_scale.rs"]
+mod cardiac_scale;
+#[allow(dead_code)]
 #[path = "../../examples/digits.rs"]
 mod digits;
 #[allow(dead_code)]
@@ -309,4 +312,51 @@ fn fashion_quick() {
         &dir,
         &["c1_atoms.png", "mix_atoms.png", "mix_reconstructions.png"],
     );
+}
+
+#[test]
+fn cardiac_scale_quick() {
+    for f32 in [false, true] {
+        let dir = out_dir(if f32 { "cardiac32" } else { "cardiac64" });
+        let settings = cardiac_scale::common::Settings::quick(&dir);
+        let opts = cardiac_scale::Options { f32, iters: None };
+        let m = cardiac_scale::run_with(&settings, &opts).unwrap();
+        let v = check_result_line(
+            &m.result_line(),
+            &[
+                "loss",
+                "iterations",
+                "evaluations",
+                "fit_seconds",
+                "peak_mib",
+                "closure_ratio",
+                "spread",
+            ],
+        );
+        assert_eq!(v[1], 3.0, "the quick run's 3 L-BFGS iterations");
+        assert!(v[2] >= 3.0, "at least one evaluation per iteration");
+        // Three iterations from random weights do not learn the cycle: the Figure 10
+        // check is a claim of the full run only, not asserted here.
+        check_figures(
+            &dir,
+            &["frames.png", "atoms.png", "fig10_barycentric_path.png"],
+        );
+    }
+}
+
+/// The synthetic sequence is periodic: the frame after the last is the first, and every
+/// frame is a histogram.
+#[test]
+fn cardiac_frames_are_a_cycle() {
+    let (h, w) = (34, 30);
+    for k in 0..13 {
+        let f = cardiac_scale::frame(k, h, w);
+        assert!((f.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(f.iter().all(|&v| v > 0.0));
+    }
+    assert_eq!(
+        cardiac_scale::frame(13, h, w),
+        cardiac_scale::frame(0, h, w)
+    );
+    assert_ne!(cardiac_scale::frame(6, h, w), cardiac_scale::frame(0, h, w));
 }

@@ -1,11 +1,11 @@
 //! Dense Gibbs kernel from an arbitrary (possibly rectangular) cost matrix.
 
+use super::gemm as matmul;
 use super::lse::{lse, lse_signed};
 use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatRef, Par};
 
 /// `K = exp(-C/γ)` stored densely, with `C/γ` kept for the log domain.

@@ -2,12 +2,12 @@
 //! scaling domain (one banded GEMM per axis) and in the log domain (Algorithm 3, with
 //! an adaptive band that is provably within one ulp of the full sum).
 
+use super::gemm as matmul;
 use super::lse::{in_parts, in_parts2, threads};
 use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -14,6 +14,23 @@ pub use grid::{Grid, GridKernel, GridUnits};
 
 use crate::batch::Batch;
 use crate::real::Real;
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// `out = alpha · a b` (or `out += ..` with `Accum::Add`) through faer, followed by
+/// [`crate::vexp::clear_upper_state`]. Every GEMM of the crate goes through here: faer's
+/// AVX-512 microkernels leave the upper vector state dirty, which makes every later
+/// SSE-encoded instruction slow on Intel CPUs (see `clear_upper_state`).
+pub(crate) fn gemm<T: Real>(
+    out: MatMut<'_, T>,
+    accum: Accum,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    alpha: T,
+    par: Par,
+) {
+    faer::linalg::matmul::matmul(out, accum, a, b, alpha, par);
+    crate::vexp::clear_upper_state();
+}
 
 /// A Gibbs kernel `K = exp(-C/γ)` of size `nrows × ncols`, applied to batches of columns.
 ///
@@ -96,4 +113,68 @@ pub fn apply_log_new<T: Real, K: Kernel<T> + ?Sized>(
         k.apply_log(v, &mut out)
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GEMM wrapper issues `vzeroupper` on every x86 CPU with AVX (the counter moves)
+    /// and changes no bit of the product: it runs after faer has stored the result.
+    #[test]
+    fn gemm_clears_upper_state_and_is_exact() {
+        let a = faer::Mat::<f64>::from_fn(37, 29, |i, j| ((i * 7 + j * 3) % 11) as f64 / 7.0);
+        let b = faer::Mat::<f64>::from_fn(29, 5, |i, j| ((i + 2 * j) % 5) as f64 - 1.5);
+        let mut want = faer::Mat::<f64>::zeros(37, 5);
+        faer::linalg::matmul::matmul(
+            want.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+        let before = crate::vexp::upper_state_clears();
+        let mut got = faer::Mat::<f64>::zeros(37, 5);
+        gemm(
+            got.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+        for j in 0..5 {
+            for i in 0..37 {
+                assert_eq!(got[(i, j)].to_bits(), want[(i, j)].to_bits());
+            }
+        }
+        // A scalar computation straddling the clear is unaffected (vector registers hold
+        // no live value across the call).
+        let x = std::hint::black_box(2.5f64).ln();
+        crate::vexp::clear_upper_state();
+        assert_eq!(x.to_bits(), 2.5f64.ln().to_bits());
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        if is_x86_feature_detected!("avx") && std::env::var_os("WASSDL_KEEP_UPPER_STATE").is_none()
+        {
+            // Other tests run concurrently and may add to the counter: at least our two.
+            assert!(crate::vexp::upper_state_clears() >= before + 2);
+        }
+    }
+
+    /// A grid kernel application (the solvers' GEMMs) goes through the wrapper.
+    #[test]
+    fn grid_kernel_application_clears_upper_state() {
+        let grid = Grid::new(&[12, 9]).unwrap();
+        let k = GridKernel::<f64>::new(&grid, 0.05).unwrap();
+        let x = Batch::from_fn(108, 3, |i, j| 1.0 + ((i + j) % 4) as f64);
+        let before = crate::vexp::upper_state_clears();
+        let _ = apply_new(&k, &x, false);
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        if is_x86_feature_detected!("avx") && std::env::var_os("WASSDL_KEEP_UPPER_STATE").is_none()
+        {
+            assert!(crate::vexp::upper_state_clears() > before);
+        }
+        let _ = before;
+    }
 }
