@@ -14,9 +14,9 @@
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::kernel::gemm as matmul;
 use crate::real::Real;
 use crate::validate;
-use crate::kernel::gemm as matmul;
 use faer::linalg::solvers::Svd;
 use faer::{Accum, Par};
 use rand::{Rng, SeedableRng};

@@ -1009,6 +1009,15 @@ where
         "guarded line search"
     }
 
+    // The inner search decides when it is done: Backtracking and Hager-Zhang signal it
+    // through `terminate` (More-Thuente through its state), and without forwarding it the
+    // executor never stops them (a Backtracking fit looped forever; test `variants_fit`).
+    fn terminate(&mut self, state: &St) -> TerminationStatus {
+        self.inner
+            .as_mut()
+            .map_or(TerminationStatus::NotTerminated, |l| l.terminate(state))
+    }
+
     fn init(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<(St, Option<KV>)> {
         self.x0 = state.get_param().cloned();
         self.cost0 = state.get_cost();

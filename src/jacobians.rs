@@ -26,10 +26,10 @@
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::kernel::gemm as matmul;
 use crate::kernel::{apply_new, Kernel};
 use crate::real::Real;
 use crate::validate;
-use crate::kernel::gemm as matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
 /// Largest `N·S` the dense forms accept (an `NS × NS` matrix of `f64` is then 128 MiB).
