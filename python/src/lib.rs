@@ -856,6 +856,7 @@ fn wdl_config(p: &Bound<'_, PyDict>) -> PyResult<WdlConfig> {
                 )))
             }
         },
+        ..d
     };
     c.warm_restart = get::<usize>(p, "warm_restart")?;
     c.atom_init = match get::<String>(p, "atom_init")?.as_deref() {
