@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::time::Duration;
 use wassdl::analytic::sinkhorn_grads;
-use wassdl::gradient::{loss_and_grad, GradOptions};
+use wassdl::gradient::{loss_and_grad, GradConfig};
 use wassdl::kernel::apply_new;
 use wassdl::*;
 
@@ -200,7 +200,7 @@ fn wdl_eval<T: Real>(
     alpha: &Batch<T>,
     beta: &Batch<T>,
     cfg: &BarycenterConfig,
-    opts: &GradOptions,
+    opts: &GradConfig,
 ) -> (T, Batch<T>, Batch<T>, usize) {
     let d = softmax_cols(alpha);
     let w = softmax_cols(beta);
@@ -430,7 +430,7 @@ fn p3_grad(c: &mut Criterion) {
         ("dense1024", &dk, &p.atoms, &p.weights, &p.target),
         ("grid128", &gk, &ga, &gw, &gt),
     ];
-    let opts = GradOptions::default();
+    let opts = GradConfig::default();
     for (name, k, atoms, w, x) in cases {
         let (n, s) = (atoms.rows(), atoms.cols());
         let tape = || loss_and_grad(k, atoms, w, x, &Loss::Quadratic, &cfg, None, &opts);
@@ -474,7 +474,7 @@ fn wdl_case(g: &mut criterion::BenchmarkGroup<'_, WallTime>, name: &str, mut f: 
 fn p4_wdl(c: &mut Criterion) {
     let mut g = configure(c, "p4_wdl", 8);
     let m = 20;
-    let opts = GradOptions::default();
+    let opts = GradConfig::default();
     let cfg = BarycenterConfig::iterations(25);
     let lcfg = cfg.log_domain(true);
     let pot64 = Grid::new(&[64, 64]).unwrap();
@@ -506,7 +506,7 @@ fn p4_wdl(c: &mut Criterion) {
         });
         if name == "pot_s5" {
             // Chunks of 4 images bound the tape to a fifth.
-            let chunked = GradOptions {
+            let chunked = GradConfig {
                 chunk: Some(4),
                 ..Default::default()
             };
@@ -556,14 +556,14 @@ fn dirty_upper(wide: bool) {
 
 /// The issue-10 microbenchmark: a scalar `ln` loop with the upper vector state clean,
 /// dirtied by one AVX-512 (or AVX) instruction, dirtied then cleared with `vzeroupper`,
-/// and after a real faer GEMM with and without [`wassdl::vexp::clear_upper_state`].
+/// and after a real faer GEMM with and without [`wassdl::kernel::clear_upper_state`].
 #[cfg(target_arch = "x86_64")]
 fn avx_state(c: &mut Criterion) {
     let xs: Vec<f64> = (0..LN_CALLS).map(|i| 1.0 + i as f64 * 0.37).collect();
     let mut g = configure(c, "avx_state", 3);
     g.bench_function("ln_clean", |b| {
         b.iter(|| {
-            wassdl::vexp::clear_upper_state();
+            wassdl::kernel::clear_upper_state();
             ln_loop(&xs)
         })
     });
@@ -585,7 +585,7 @@ fn avx_state(c: &mut Criterion) {
         g.bench_function("ln_dirty_zmm_zeroupper", |b| {
             b.iter(|| {
                 dirty_upper(true);
-                wassdl::vexp::clear_upper_state();
+                wassdl::kernel::clear_upper_state();
                 ln_loop(&xs)
             })
         });
@@ -608,7 +608,7 @@ fn avx_state(c: &mut Criterion) {
                     Par::Seq,
                 );
                 if clear {
-                    wassdl::vexp::clear_upper_state();
+                    wassdl::kernel::clear_upper_state();
                 }
                 ln_loop(&xs)
             })
@@ -624,7 +624,7 @@ fn avx_state(c: &mut Criterion) {
                 1.0,
                 Par::Seq,
             );
-            wassdl::vexp::clear_upper_state();
+            wassdl::kernel::clear_upper_state();
         })
     });
     g.finish();
@@ -641,7 +641,7 @@ fn digits(c: &mut Criterion) {
     let grid = Grid::new(&[8, 8]).unwrap().with_units(GridUnits::Pixel);
     let (y, alpha, beta) = problem_wdl(60, 8, 3);
     let cfg = BarycenterConfig::iterations(50);
-    let opts = GradOptions::default();
+    let opts = GradConfig::default();
     let k = grid_kernel(&grid, 2.0);
     let mut f64_eval = || drop(black_box(wdl_eval(&k, &y, &alpha, &beta, &cfg, &opts)));
     cpu_line("digits/wdl_f64", &mut f64_eval);
@@ -664,7 +664,7 @@ fn digits(c: &mut Criterion) {
                 1.0,
                 Par::Seq,
             );
-            wassdl::vexp::clear_upper_state();
+            wassdl::kernel::clear_upper_state();
         };
         // On-CPU time of about 2 GFLOP of products, as a rate (robust to a shared
         // machine; the thread's run-time counter is too coarse for a single small product).

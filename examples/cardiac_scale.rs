@@ -34,7 +34,8 @@ pub mod common;
 
 use common::{result_line, Settings};
 use std::time::Instant;
-use wassdl::dictionary::{fit, AtomInit, Control, IterationInfo, Observer, WdlConfig, WeightInit};
+use wassdl::dictionary::{fit, AtomInit, IterationInfo, Observer, WdlConfig, WeightInit};
+use wassdl::lbfgs::Control;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Real, Result};
 use wassdl_cli::figures::{save_image_grid, save_line_plot};
 
@@ -195,7 +196,7 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         .atom_init(AtomInit::Constant)
         .weight_init(WeightInit::Random)
         .seed(10)
-        .max_iters(iters);
+        .max_iter(iters);
     println!(
         "cardiac_scale: {FRAMES} frames {h}x{w}, S = {ATOMS}, L = 25, γ = 2 px², ζ = {zeta:.3}, \
          {iters} L-BFGS iterations, {}; kernel: {}",

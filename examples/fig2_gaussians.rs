@@ -76,7 +76,7 @@ pub fn run(settings: &Settings) -> Result<Fig2Metrics> {
         let cfg = WdlConfig::new(2)
             .barycenter(BarycenterConfig::iterations(100))
             .loss(Loss::Quadratic)
-            .max_iters(iters)
+            .max_iter(iters)
             .seed(seed);
         let mut bar = Progress::new(settings, &format!("WDL seed {seed}"), iters, false);
         let f = fit(&kernel, &data, &cfg, &mut bar)?;

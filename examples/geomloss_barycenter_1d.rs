@@ -23,9 +23,9 @@ use clap::Parser;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use wassdl::lbfgs::LbfgsConfig;
 use wassdl::pointcloud::{
-    eulerian_barycenter, lagrangian_barycenter, BarycenterFit, LbfgsConfig, PointCloud,
-    SinkhornDivergenceConfig,
+    eulerian_barycenter, lagrangian_barycenter, BarycenterFit, PointCloud, SinkhornDivergenceConfig,
 };
 use wassdl::{Batch, Real};
 

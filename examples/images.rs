@@ -76,7 +76,7 @@ pub fn run(settings: &Settings) -> Result<ImagesMetrics> {
         .loss(Loss::Quadratic)
         .atom_init(AtomInit::Constant)
         .weight_init(WeightInit::Random)
-        .max_iters(iters)
+        .max_iter(iters)
         .seed(0);
     let t0 = Instant::now();
     let mut bar = Progress::new(settings, "WDL", iters, false);

@@ -122,7 +122,7 @@ pub fn run(settings: &Settings) -> Result<MultimodalMetrics> {
     let kernel = GridKernel::<f64>::new(&grid, 7.0)?;
     let base = WdlConfig::new(3)
         .loss(Loss::Quadratic)
-        .max_iters(iters)
+        .max_iter(iters)
         .seed(0);
 
     let learn = |label: &str, bary: BarycenterConfig| -> Result<Fit<f64>> {

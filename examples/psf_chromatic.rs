@@ -92,7 +92,7 @@ pub fn run(settings: &Settings) -> Result<PsfMetrics> {
         .loss(Loss::Quadratic)
         .atom_init(AtomInit::Constant)
         .weight_init(WeightInit::Given(init.clone()))
-        .max_iters(iters);
+        .max_iter(iters);
     let t0 = Instant::now();
     let mut bar = Progress::new(settings, "WDL", iters, false);
     let learned = fit(&kernel, data, &cfg, &mut bar)?;

@@ -67,7 +67,7 @@ pub fn run(settings: &Settings) -> Result<QuickstartMetrics> {
         .barycenter(BarycenterConfig::iterations(100))
         .loss(Loss::Quadratic)
         .atom_init(AtomInit::Random)
-        .max_iters(iters);
+        .max_iter(iters);
     let t0 = Instant::now();
     let mut best = None;
     for seed in 0..restarts {
@@ -125,7 +125,7 @@ pub fn run(settings: &Settings) -> Result<QuickstartMetrics> {
     // 4. A histogram the dictionary has never seen: a Gaussian at 0.45. Its barycentric
     //    weights place it between the atoms, as displacement interpolation would.
     let new = gaussians_1d(100, &[0.45], 0.05)?;
-    let w = transform(&kernel, &learned.atoms, &new, &cfg.clone().max_iters(50))?;
+    let w = transform(&kernel, &learned.atoms, &new, &cfg.clone().max_iter(50))?;
     let new_left_weight = w.get(left, 0);
     let new_left_expected = (means[1 - left] - 0.45) / (means[1 - left] - means[left]);
     println!(

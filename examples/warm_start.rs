@@ -123,7 +123,7 @@ fn three_fits(
     base: &WdlConfig,
     nsh: (usize, usize),
 ) -> Result<[Run; 3]> {
-    let iters = base.lbfgs.max_iters;
+    let iters = base.lbfgs.max_iter;
     let learn = |label: &str, cfg: WdlConfig| -> Result<Run> {
         let mut bar = Progress::new(settings, label, iters, true);
         let t0 = Instant::now();
@@ -215,7 +215,7 @@ pub fn run(settings: &Settings) -> Result<WarmStartMetrics> {
         .loss(Loss::KullbackLeibler)
         .atom_init(AtomInit::Constant)
         .weight_init(WeightInit::Random)
-        .max_iters(iters)
+        .max_iter(iters)
         .seed(0);
 
     let kl = three_fits(settings, &kernel, &data, &base, nsh)?;

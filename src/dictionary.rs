@@ -16,7 +16,7 @@
 //! let cfg = WdlConfig::new(2)
 //!     .barycenter(BarycenterConfig::iterations(20))
 //!     .loss(Loss::Quadratic)
-//!     .max_iters(15)
+//!     .max_iter(15)
 //!     .seed(1);
 //! let out = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
 //! assert_eq!(out.atoms.shape(), (30, 2));
@@ -66,7 +66,7 @@
 //!
 //! A fit holds, for `P = N·S + S·M` parameters and `b = size_of::<T>()` bytes:
 //!
-//! * the tape of one chunk of `m_c` datapoints ([`crate::GradOptions::chunk`]), reported
+//! * the tape of one chunk of `m_c` datapoints ([`crate::GradConfig::chunk`]), reported
 //!   as [`crate::LossGrad::peak_bytes`] (kept in [`Fit::peak_tape_bytes`]). For the plain
 //!   balanced scaling-domain iteration it is `L · (6S + 2) · N · m_c · b` plus
 //!   `O(N·S·m_c·b)` (tests/dictionary.rs checks the slope in `L` exactly); with
@@ -94,26 +94,19 @@
 use crate::barycenter::{barycenters, BarycenterConfig, Scalings, Stop};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gradient::{loss_and_grad, GradOptions};
+use crate::gradient::{loss_and_grad, GradConfig};
 use crate::kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel};
+use crate::lbfgs::{
+    self, Control, Differentiable, Hooks, LbfgsConfig, LineSearchKind, Step, Termination,
+};
 use crate::loss::Loss;
 use crate::metrics::Metrics;
 use crate::real::Real;
 use crate::tape::softmax_cols;
 use crate::validate;
-use argmin::core::{
-    CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason,
-    TerminationStatus, KV,
-};
-use argmin::solver::linesearch::condition::ArmijoCondition;
-use argmin::solver::linesearch::{
-    BacktrackingLineSearch, HagerZhangLineSearch, LineSearch, MoreThuenteLineSearch,
-};
-use argmin::solver::quasinewton::LBFGS;
 use rand::{Rng, SeedableRng};
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How to rebuild the kernel of a saved model.
@@ -197,66 +190,6 @@ impl KernelSpec {
     }
 }
 
-/// Line search used by L-BFGS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum LineSearchKind {
-    /// More-Thuente (strong Wolfe conditions, c₁ = 1e-4, c₂ = 0.9): argmin's default.
-    #[default]
-    MoreThuente,
-    /// Hager-Zhang (approximate Wolfe conditions). argmin 0.11's implementation probes a
-    /// step of 10⁵ first and its secant steps turn NaN where the softmax saturates: on
-    /// this objective it fails every few iterations and goes on only through the fit's
-    /// retries ([`LINE_SEARCH_RETRIES`]), at ~10× the evaluations of More-Thuente.
-    /// Prefer More-Thuente.
-    HagerZhang,
-    /// Backtracking with the Armijo condition (c = 1e-4, contraction 0.9): one forward
-    /// pass per trial step, the gradient only at the accepted one.
-    Backtracking,
-}
-
-/// L-BFGS settings (argmin's `LBFGS`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct LbfgsSettings {
-    /// Number of correction pairs kept (`m`).
-    pub memory: usize,
-    /// Total L-BFGS iterations, summed over warm restarts.
-    pub max_iters: u64,
-    /// Stop when the gradient norm (of the L-BFGS variables, ζ included) is below this.
-    pub tol_grad: f64,
-    /// Stop when the loss changes by less than this over one iteration.
-    pub tol_cost: f64,
-    /// Line search.
-    pub line_search: LineSearchKind,
-    /// A trial step whose evaluation fails numerically shortens the step inside the line
-    /// search (`GuardedLineSearch`, default `true`). `false` is the earlier behaviour,
-    /// kept for comparison: the failure ends the line search and the fit restarts L-BFGS
-    /// (losing its memory) with a shorter first step ([`LINE_SEARCH_RETRIES`]).
-    #[cfg_attr(feature = "serde", serde(default = "yes"))]
-    pub guard_steps: bool,
-}
-
-#[cfg(feature = "serde")]
-fn yes() -> bool {
-    true
-}
-
-impl Default for LbfgsSettings {
-    /// memory 10, 100 iterations, both tolerances 0 (run the whole budget, as the
-    /// paper's experiments do), More-Thuente, guarded steps.
-    fn default() -> Self {
-        LbfgsSettings {
-            memory: 10,
-            max_iters: 100,
-            tol_grad: 0.0,
-            tol_cost: 0.0,
-            line_search: LineSearchKind::MoreThuente,
-            guard_steps: true,
-        }
-    }
-}
-
 /// Initial atoms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -301,7 +234,7 @@ pub struct WdlConfig {
     /// Weight scale ζ > 0 (section 3.1): `β = ζ β̃` (see the module docs).
     pub zeta: f64,
     /// L-BFGS settings.
-    pub lbfgs: LbfgsSettings,
+    pub lbfgs: LbfgsConfig,
     /// Restart L-BFGS every `k` iterations, carrying the scalings over (section 4.2).
     pub warm_restart: Option<usize>,
     /// Initial atoms.
@@ -312,7 +245,7 @@ pub struct WdlConfig {
     /// `rand` version).
     pub seed: u64,
     /// Gradient source, chunking and checkpointing.
-    pub gradient: GradOptions,
+    pub gradient: GradConfig,
 }
 
 impl Default for WdlConfig {
@@ -330,12 +263,12 @@ impl WdlConfig {
             barycenter: BarycenterConfig::iterations(25),
             loss: Loss::Quadratic,
             zeta: 1.0,
-            lbfgs: LbfgsSettings::default(),
+            lbfgs: LbfgsConfig::default(),
             warm_restart: None,
             atom_init: AtomInit::Random,
             weight_init: WeightInit::Uniform,
             seed: 0,
-            gradient: GradOptions::default(),
+            gradient: GradConfig::default(),
         }
     }
     /// Sets the number of atoms.
@@ -359,13 +292,13 @@ impl WdlConfig {
         self
     }
     /// Sets every L-BFGS setting.
-    pub fn lbfgs(mut self, s: LbfgsSettings) -> Self {
+    pub fn lbfgs(mut self, s: LbfgsConfig) -> Self {
         self.lbfgs = s;
         self
     }
     /// Sets the total number of L-BFGS iterations.
-    pub fn max_iters(mut self, n: u64) -> Self {
-        self.lbfgs.max_iters = n;
+    pub fn max_iter(mut self, n: u64) -> Self {
+        self.lbfgs.max_iter = n;
         self
     }
     /// Sets the line search.
@@ -394,7 +327,7 @@ impl WdlConfig {
         self
     }
     /// Sets the gradient options.
-    pub fn gradient(mut self, opts: GradOptions) -> Self {
+    pub fn gradient(mut self, opts: GradConfig) -> Self {
         self.gradient = opts;
         self
     }
@@ -417,25 +350,7 @@ impl WdlConfig {
             });
         }
         validate::positive("zeta", self.zeta)?;
-        if self.lbfgs.memory == 0 {
-            return Err(Error::InvalidParameter {
-                arg: "lbfgs.memory",
-                requirement: ">= 1",
-                value: 0.0,
-            });
-        }
-        for (arg, v) in [
-            ("lbfgs.tol_grad", self.lbfgs.tol_grad),
-            ("lbfgs.tol_cost", self.lbfgs.tol_cost),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::InvalidParameter {
-                    arg,
-                    requirement: "finite and >= 0",
-                    value: v,
-                });
-            }
-        }
+        self.lbfgs.validate()?;
         if self.warm_restart == Some(0) {
             return Err(Error::InvalidParameter {
                 arg: "warm_restart",
@@ -477,15 +392,6 @@ pub struct IterationInfo {
     pub evaluations: usize,
     /// Reconstruction metrics at the current point, if the observer asked for them.
     pub metrics: Option<Metrics>,
-}
-
-/// An observer's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    /// Keep going.
-    Continue,
-    /// Stop now and return the current point.
-    Stop,
 }
 
 /// Called once at the initial point and after every L-BFGS iteration.
@@ -562,22 +468,6 @@ pub struct CallCounts {
     pub step_shrinks: usize,
 }
 
-/// Why a fit stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Termination {
-    /// The iteration budget [`LbfgsSettings::max_iters`] is spent.
-    MaxIters,
-    /// L-BFGS met `tol_grad` or `tol_cost`.
-    Converged,
-    /// The observer returned [`Control::Stop`].
-    Observer,
-    /// The line search failed [`LINE_SEARCH_RETRIES`]` + 1` times in a row without
-    /// progress (typically: no further decrease is representable); the last accepted
-    /// point is returned. The message gives the first failure and the last retry's.
-    LineSearch(String),
-}
-
 /// Result of [`fit`] (and of [`transform_fit`], whose atoms are the given ones).
 #[derive(Clone, Debug)]
 pub struct Fit<T: Real> {
@@ -609,10 +499,7 @@ pub struct Fit<T: Real> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The argmin problem
-
-type Param = Vec<f64>;
-type St = IterState<Param, Param, (), (), (), f64>;
+// The problem L-BFGS sees
 
 struct Eval<T: Real> {
     x: Vec<f64>,
@@ -629,16 +516,15 @@ struct Counters {
     forward: AtomicUsize,
     backward: AtomicUsize,
     peak: AtomicUsize,
-    /// Shared with the `GuardedLineSearch`es of the fit (argmin clones them).
-    shrinks: Arc<AtomicUsize>,
+    /// Trial steps shortened by the line search (known when the fit ends).
+    shrinks: AtomicUsize,
 }
 
 /// `G(α, β̃)` of eq. 13 with the cache of the last evaluation. Atoms are optimized too
 /// unless `fixed_atoms` is set ([`transform`]).
 ///
-/// argmin owns its problem by value and drops it when a line search fails (L-BFGS's
-/// `next_iter` moves it into the line-search executor and does not get it back on
-/// error), so argmin only ever holds a [`Handle`] to this state.
+/// argmin only ever holds a reference to this state ([`crate::lbfgs`]): it drops its
+/// problem when a line search fails.
 struct Shared<'a, T: Real> {
     kernel: &'a dyn Kernel<T>,
     data: &'a Batch<T>,
@@ -781,587 +667,6 @@ fn softmax_vjp<T: Real>(f: &Batch<f64>, g: &Batch<T>, scale: f64, out: &mut Vec<
     }
 }
 
-fn to_argmin(e: Error) -> argmin::core::Error {
-    argmin::core::Error::new(e)
-}
-
-fn from_argmin(e: argmin::core::Error) -> Error {
-    match e.downcast::<Error>() {
-        Ok(e) => e,
-        Err(e) => Error::Numerical {
-            solver: "L-BFGS",
-            iteration: 0,
-            message: e.to_string(),
-        },
-    }
-}
-
-/// What argmin owns: a reference to the [`Shared`] state.
-struct Handle<'s, 'a, T: Real>(&'s Shared<'a, T>);
-
-impl<T: Real> CostFunction for Handle<'_, '_, T> {
-    type Param = Param;
-    type Output = f64;
-    fn cost(&self, x: &Param) -> std::result::Result<f64, argmin::core::Error> {
-        let s = self.0;
-        s.counters.cost_calls.fetch_add(1, Ordering::Relaxed);
-        s.with_eval(x, !s.lazy_gradient, |e| e.loss)
-            .map_err(to_argmin)
-    }
-}
-
-impl<T: Real> Gradient for Handle<'_, '_, T> {
-    type Param = Param;
-    type Gradient = Param;
-    fn gradient(&self, x: &Param) -> std::result::Result<Param, argmin::core::Error> {
-        let s = self.0;
-        s.counters.gradient_calls.fetch_add(1, Ordering::Relaxed);
-        s.with_eval(x, true, |e| e.grad.clone().expect("requested"))
-            .map_err(to_argmin)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A line search that backtracks over numerical failures
-
-/// How many times one line search may halve its largest step after failed trial
-/// evaluations before giving up: `2⁻⁶⁰ ≈ 10⁻¹⁸`, below any step that changes an `f64`
-/// parameter vector of order one.
-const MAX_STEP_SHRINKS: u32 = 60;
-
-/// Wraps one of argmin's line searches so that a trial step whose evaluation fails
-/// numerically is a step too long, not the end of the line search.
-///
-/// With small γ in the scaling domain, a long trial step can make the barycenters over-
-/// or underflow (an [`Error::Numerical`] from the barycenter, or a non-finite loss or
-/// gradient). argmin's line searches propagate such an error, L-BFGS then stops, and the
-/// fit used to restart L-BFGS from scratch with a shorter first step, losing the
-/// correction pairs. Here the failed trial point `x₀ + α d` bounds the step instead: the
-/// inner line search is started again from `x₀` with largest step `α / 2` (More-Thuente's
-/// `stpmax`; the first trial step of Backtracking and Hager-Zhang) — the "infinite cost
-/// shrinks the step" rule of a safeguarded line search (Nocedal & Wright, section 3.5),
-/// applied between runs of the unchanged inner search. L-BFGS sees a line search that
-/// succeeded, so its memory survives. Other errors pass through unchanged.
-#[derive(Clone)]
-pub(crate) struct GuardedLineSearch<L> {
-    /// Builds the inner line search from (first trial step, largest step).
-    make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
-    first_step: f64,
-    dir: Option<Param>,
-    inner: Option<L>,
-    x0: Option<Param>,
-    cost0: f64,
-    grad0: Option<Param>,
-    max_step: f64,
-    shrinks: u32,
-    /// 0 turns the guard off (numerical failures pass through).
-    max_shrinks: u32,
-    total: Arc<AtomicUsize>,
-}
-
-impl<L> GuardedLineSearch<L> {
-    fn new(
-        make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
-        first_step: f64,
-        guard: bool,
-        total: Arc<AtomicUsize>,
-    ) -> Self {
-        GuardedLineSearch {
-            make,
-            first_step,
-            dir: None,
-            inner: None,
-            x0: None,
-            cost0: f64::NAN,
-            grad0: None,
-            max_step: f64::INFINITY,
-            shrinks: 0,
-            max_shrinks: if guard { MAX_STEP_SHRINKS } else { 0 },
-            total,
-        }
-    }
-}
-
-impl<L> LineSearch<Param, f64> for GuardedLineSearch<L> {
-    fn search_direction(&mut self, d: Param) {
-        self.dir = Some(d);
-    }
-    fn initial_step_length(&mut self, step: f64) -> std::result::Result<(), argmin::core::Error> {
-        self.first_step = step;
-        Ok(())
-    }
-}
-
-/// The problem as the inner line search sees it: records the point of a trial evaluation
-/// that failed numerically.
-struct Guard<O> {
-    o: O,
-    failed: RefCell<Option<Param>>,
-}
-
-/// Whether `e` is a numerical failure of an evaluation (as opposed to a bug or bad input).
-fn is_numerical(e: &argmin::core::Error) -> bool {
-    matches!(
-        e.downcast_ref::<Error>(),
-        Some(Error::Numerical { .. } | Error::NonFinite { .. })
-    )
-}
-
-impl<O: CostFunction<Param = Param, Output = f64>> CostFunction for Guard<O> {
-    type Param = Param;
-    type Output = f64;
-    fn cost(&self, x: &Param) -> std::result::Result<f64, argmin::core::Error> {
-        match self.o.cost(x) {
-            Ok(c) if c.is_finite() => Ok(c),
-            Ok(c) => {
-                *self.failed.borrow_mut() = Some(x.clone());
-                Err(argmin::core::Error::new(Error::Numerical {
-                    solver: "line search",
-                    iteration: 0,
-                    message: format!("the cost at a trial step is {c}"),
-                }))
-            }
-            Err(e) => {
-                if is_numerical(&e) {
-                    *self.failed.borrow_mut() = Some(x.clone());
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-impl<O: Gradient<Param = Param, Gradient = Param>> Gradient for Guard<O> {
-    type Param = Param;
-    type Gradient = Param;
-    fn gradient(&self, x: &Param) -> std::result::Result<Param, argmin::core::Error> {
-        match self.o.gradient(x) {
-            Ok(g) if g.iter().all(|v| v.is_finite()) => Ok(g),
-            Ok(_) => {
-                *self.failed.borrow_mut() = Some(x.clone());
-                Err(argmin::core::Error::new(Error::Numerical {
-                    solver: "line search",
-                    iteration: 0,
-                    message: "the gradient at a trial step is not finite".into(),
-                }))
-            }
-            Err(e) => {
-                if is_numerical(&e) {
-                    *self.failed.borrow_mut() = Some(x.clone());
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-type ArgminResult<T> = std::result::Result<T, argmin::core::Error>;
-
-impl<L> GuardedLineSearch<L> {
-    /// Runs `f` on the inner line search with the problem wrapped in a [`Guard`]; returns
-    /// its result and the point of a failed trial evaluation, if any.
-    fn guarded<O, R>(
-        &mut self,
-        problem: &mut Problem<O>,
-        f: impl FnOnce(&mut L, &mut Problem<Guard<O>>) -> ArgminResult<R>,
-    ) -> (ArgminResult<R>, Option<Param>) {
-        let o = problem
-            .take_problem()
-            .expect("argmin hands the line search its problem");
-        let mut gp = Problem::new(Guard {
-            o,
-            failed: RefCell::new(None),
-        });
-        let inner = self.inner.as_mut().expect("initialized in init");
-        let r = f(inner, &mut gp);
-        let g = gp.take_problem().expect("put back above");
-        problem.problem = Some(g.o);
-        problem.consume_func_counts(gp);
-        (r, g.failed.into_inner())
-    }
-
-    /// A fresh inner line search from `x₀` within the current largest step.
-    fn restart<O>(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<St>
-    where
-        L: Solver<Guard<O>, St> + LineSearch<Param, f64>,
-    {
-        let mut inner = (self.make)(self.first_step.min(self.max_step), self.max_step)?;
-        inner.search_direction(self.dir.clone().expect("L-BFGS sets the direction first"));
-        self.inner = Some(inner);
-        let st = state
-            .param(self.x0.clone().expect("set in init"))
-            .cost(self.cost0)
-            .gradient(self.grad0.clone().expect("set in init"));
-        // init evaluates nothing when cost and gradient are given (any failure is at x₀
-        // itself, which no shorter step fixes)
-        self.guarded(problem, |ls, p| ls.init(p, st))
-            .0
-            .map(|(s, _)| s)
-    }
-}
-
-impl<O, L> Solver<O, St> for GuardedLineSearch<L>
-where
-    O: CostFunction<Param = Param, Output = f64> + Gradient<Param = Param, Gradient = Param>,
-    L: Solver<Guard<O>, St> + LineSearch<Param, f64> + Clone,
-{
-    fn name(&self) -> &str {
-        "guarded line search"
-    }
-
-    // The inner search decides when it is done: Backtracking and Hager-Zhang signal it
-    // through `terminate` (More-Thuente through its state), and without forwarding it the
-    // executor never stops them (a Backtracking fit looped forever; test `variants_fit`).
-    fn terminate(&mut self, state: &St) -> TerminationStatus {
-        self.inner
-            .as_mut()
-            .map_or(TerminationStatus::NotTerminated, |l| l.terminate(state))
-    }
-
-    fn init(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<(St, Option<KV>)> {
-        self.x0 = state.get_param().cloned();
-        self.cost0 = state.get_cost();
-        self.grad0 = state.get_gradient().cloned();
-        self.max_step = f64::INFINITY;
-        self.shrinks = 0;
-        Ok((self.restart(problem, state)?, None))
-    }
-
-    fn next_iter(&mut self, problem: &mut Problem<O>, state: St) -> ArgminResult<(St, Option<KV>)> {
-        let mut state = state;
-        loop {
-            let backup = state.clone();
-            let (r, failed) = self.guarded(problem, |ls, p| ls.next_iter(p, state));
-            let (Err(e), Some(xf)) = (&r, failed) else {
-                return r;
-            };
-            // the step length of the failed trial point along the direction
-            let (x0, d) = (
-                self.x0.as_ref().expect("set in init"),
-                self.dir.as_ref().expect("set by L-BFGS"),
-            );
-            let dd: f64 = d.iter().map(|v| v * v).sum();
-            let alpha: f64 = xf
-                .iter()
-                .zip(x0)
-                .zip(d)
-                .map(|((a, b), v)| (a - b) * v)
-                .sum::<f64>()
-                / dd;
-            if self.max_shrinks == 0 {
-                return r;
-            }
-            if !(alpha > 0.0 && alpha.is_finite()) || self.shrinks >= self.max_shrinks {
-                return Err(argmin::core::Error::msg(format!(
-                    "{e} (after {} step reductions)",
-                    self.shrinks
-                )));
-            }
-            self.shrinks += 1;
-            self.total.fetch_add(1, Ordering::Relaxed);
-            self.max_step = 0.5 * alpha.min(self.max_step);
-            state = self.restart(problem, backup)?;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Driving L-BFGS (Algorithm 2's outer loop), with restarts and the observer
-
-struct Driven {
-    x: Vec<f64>,
-    iterations: u64,
-    runs: usize,
-    termination: Termination,
-    history: Vec<IterationInfo>,
-}
-
-fn l2(g: Option<&Vec<f64>>) -> f64 {
-    g.map_or(f64::NAN, |g| g.iter().map(|v| v * v).sum::<f64>().sqrt())
-}
-
-/// Where [`drive`] starts: `x0` after `done` iterations in `runs` L-BFGS runs (0 and 0
-/// for a fresh fit), and what it calls at every restart boundary.
-struct Start<'c, T: Real> {
-    x0: Vec<f64>,
-    done: u64,
-    runs: usize,
-    on_restart: &'c mut dyn FnMut(&FitState<T>) -> Result<()>,
-}
-
-/// How many times in a row a failed line search is retried before the fit ends with
-/// [`Termination::LineSearch`]. Each retry restarts L-BFGS from the last accepted point
-/// (same objective, same warm-start scalings) with a line search whose first trial step is
-/// 10× shorter than the previous attempt's. A trial step whose barycenters over- or
-/// underflow is handled inside the line search (`GuardedLineSearch`) and does not get
-/// here unless [`LbfgsSettings::guard_steps`] is off; what remains are failures of the
-/// line search itself (no acceptable step, not a descent direction near a minimum). The count restarts after a run that lowered the loss by more than
-/// `100 ε` relative (`ε` of the precision the fit computes in); smaller changes are
-/// rounding, as near a minimum, where L-BFGS's own failure is the stopping signal.
-pub const LINE_SEARCH_RETRIES: u32 = 3;
-
-/// Runs L-BFGS from `x0` (Algorithm 2), restarting every `warm_restart` iterations and
-/// after a failed line search ([`LINE_SEARCH_RETRIES`]). `new_solver(step)` builds the
-/// solver whose line search tries `step` first.
-fn drive<'s, 'a: 's, T: Real, S, F>(
-    new_solver: F,
-    shared: &'s Shared<'a, T>,
-    from: Start<'_, T>,
-    observer: &mut dyn Observer,
-) -> Result<Driven>
-where
-    S: Solver<Handle<'s, 'a, T>, St>,
-    F: Fn(f64) -> std::result::Result<S, argmin::core::Error>,
-{
-    let start = Instant::now();
-    let cfg = shared.cfg;
-    let (budget, restart_every) = (cfg.lbfgs.max_iters, cfg.warm_restart);
-    let Start {
-        x0: mut x,
-        mut done,
-        mut runs,
-        on_restart,
-    } = from;
-    let mut history = Vec::new();
-    let info = |observer: &dyn Observer,
-                x: &[f64],
-                iteration: u64,
-                loss: f64,
-                grad_norm: f64,
-                run: usize|
-     -> Result<IterationInfo> {
-        let metrics = if observer.wants_metrics() {
-            Some(shared.with_eval(x, false, |e| Metrics::compute(shared.data, &e.p))??)
-        } else {
-            None
-        };
-        Ok(IterationInfo {
-            iteration,
-            loss,
-            grad_norm,
-            elapsed: start.elapsed(),
-            restart_index: run,
-            evaluations: shared.counters.forward.load(Ordering::Relaxed),
-            metrics,
-        })
-    };
-    // failed line searches since the last accepted step
-    let mut failures = 0u32;
-    // the message of the first of those failures (the later ones follow from the retries)
-    let mut first_failure = String::new();
-    let termination = 'runs: loop {
-        // Runs end on multiples of `warm_restart` (the restart boundaries), whatever retries
-        // happened in between: a fit resumed at a boundary then meets the same boundaries.
-        let to_boundary = restart_every.map_or(u64::MAX, |k| k as u64 - done % k as u64);
-        let run_len = to_boundary.min(budget - done);
-        let first_step = 10f64.powi(-(failures as i32));
-        let mut solver = new_solver(first_step).map_err(from_argmin)?;
-        let mut problem = Problem::new(Handle(shared));
-        let state = St::new().param(x.clone()).max_iters(run_len);
-        let (mut state, _) = solver.init(&mut problem, state).map_err(from_argmin)?;
-        state.update();
-        if runs == 0 {
-            let it = info(
-                observer,
-                &x,
-                0,
-                state.get_cost(),
-                l2(state.get_gradient()),
-                runs,
-            )?;
-            let c = observer.observe(&it);
-            history.push(it);
-            if c == Control::Stop {
-                runs += 1;
-                break 'runs Termination::Observer;
-            }
-        }
-        let (start_cost, mut last_cost) = (state.get_cost(), state.get_cost());
-        let reason = loop {
-            if !state.terminated() {
-                if let TerminationStatus::Terminated(r) = solver.terminate_internal(&state) {
-                    state = state.terminate_with(r);
-                }
-            }
-            if let Some(r) = state.get_termination_reason() {
-                break r.clone();
-            }
-            let (next, _) = solver.next_iter(&mut problem, state).map_err(from_argmin)?;
-            state = next;
-            if state.get_param().is_none() {
-                // The line search failed: L-BFGS returns no point (and argmin dropped the
-                // problem handle); the last accepted point stands.
-                break state
-                    .get_termination_reason()
-                    .cloned()
-                    .unwrap_or(TerminationReason::SolverExit("no point".into()));
-            }
-            state.update();
-            state.increment_iter();
-            done += 1;
-            last_cost = state.get_cost();
-            x.clone_from(state.get_param().expect("checked above"));
-            let it = info(
-                observer,
-                &x,
-                done,
-                state.get_cost(),
-                l2(state.get_gradient()),
-                runs,
-            )?;
-            let c = observer.observe(&it);
-            history.push(it);
-            if c == Control::Stop {
-                runs += 1;
-                break 'runs Termination::Observer;
-            }
-        };
-        runs += 1;
-        let failed = matches!(reason, TerminationReason::SolverExit(_));
-        let reached_max = matches!(reason, TerminationReason::MaxItersReached);
-        let end = match reason {
-            TerminationReason::MaxItersReached if done < budget => None,
-            TerminationReason::MaxItersReached => Some(Termination::MaxIters),
-            TerminationReason::SolverConverged | TerminationReason::TargetCostReached => {
-                Some(Termination::Converged)
-            }
-            TerminationReason::SolverExit(msg) => {
-                // Progress is a decrease above the objective's rounding: near a minimum
-                // L-BFGS can accept steps that change the loss in the last bits only, and
-                // counting those would retry until the budget is spent.
-                let tiny = 100.0 * T::epsilon().to_f64_() * start_cost.abs();
-                failures = if start_cost - last_cost > tiny {
-                    1
-                } else {
-                    failures + 1
-                };
-                if failures == 1 {
-                    first_failure.clone_from(&msg);
-                }
-                (failures > LINE_SEARCH_RETRIES).then(|| {
-                    Termination::LineSearch(format!(
-                        "{first_failure}; then {LINE_SEARCH_RETRIES} retries with shorter first steps made no progress, the last ending with: {msg}"
-                    ))
-                })
-            }
-            other => Some(Termination::LineSearch(format!("{other:?}"))),
-        };
-        if !failed {
-            failures = 0;
-        }
-        // A restart boundary: a run that reached a multiple of `warm_restart` (including
-        // one that spends the budget there: a longer fit would restart at this point, so
-        // its state extends the fit exactly). A budget that cuts a run short is not one
-        // (the longer fit's L-BFGS would carry on with its memory), nor is a retry after a
-        // failed line search (same objective, no state beyond `x`).
-        let boundary = reached_max && restart_every.is_some_and(|k| done % k as u64 == 0);
-        if boundary {
-            // section 4.2: the next run starts from the scalings reached at this point
-            let (warm, loss) = shared.with_eval(&x, false, |e| (e.scalings.clone(), e.loss))?;
-            let (d, w) = shared.unpack(&x);
-            on_restart(&FitState {
-                x: x.clone(),
-                warm: warm.clone(),
-                iterations: done,
-                runs,
-                atoms: d
-                    .map_or_else(|| shared.fixed_atoms.cloned(), |d| Some(d.cast()))
-                    .expect("atoms are either optimized or fixed"),
-                weights: w.cast(),
-                loss,
-            })?;
-            if end.is_none() {
-                shared.set_warm(warm);
-            }
-        }
-        if let Some(t) = end {
-            break 'runs t;
-        }
-    };
-    Ok(Driven {
-        x,
-        iterations: done,
-        runs,
-        termination,
-        history,
-    })
-}
-
-/// Dispatches on the line search (each is its own type in argmin).
-fn run_lbfgs<T: Real>(
-    shared: &Shared<'_, T>,
-    from: Start<'_, T>,
-    observer: &mut dyn Observer,
-) -> Result<Driven> {
-    let s = &shared.cfg.lbfgs;
-    let (m, tg, tc) = (s.memory, s.tol_grad, s.tol_cost);
-    let total = shared.counters.shrinks.clone();
-    let guard = s.guard_steps;
-    match s.line_search {
-        LineSearchKind::MoreThuente => drive(
-            |step| {
-                let ls = GuardedLineSearch::new(
-                    |step, max| {
-                        let mut ls = MoreThuenteLineSearch::new()
-                            .with_bounds(f64::EPSILON.sqrt().min(1e-3 * max), max.min(f64::MAX))?;
-                        ls.initial_step_length(step)?;
-                        Ok(ls)
-                    },
-                    step,
-                    guard,
-                    total.clone(),
-                );
-                LBFGS::new(ls, m)
-                    .with_tolerance_grad(tg)?
-                    .with_tolerance_cost(tc)
-            },
-            shared,
-            from,
-            observer,
-        ),
-        LineSearchKind::HagerZhang => drive(
-            |step| {
-                let ls = GuardedLineSearch::new(
-                    |step, _max| {
-                        let mut ls = HagerZhangLineSearch::new();
-                        ls.initial_step_length(step)?;
-                        Ok(ls)
-                    },
-                    step,
-                    guard,
-                    total.clone(),
-                );
-                LBFGS::new(ls, m)
-                    .with_tolerance_grad(tg)?
-                    .with_tolerance_cost(tc)
-            },
-            shared,
-            from,
-            observer,
-        ),
-        LineSearchKind::Backtracking => drive(
-            |step| {
-                let ls = GuardedLineSearch::new(
-                    |step, _max| {
-                        let mut ls = BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?);
-                        ls.initial_step_length(step)?;
-                        Ok(ls)
-                    },
-                    step,
-                    guard,
-                    total.clone(),
-                );
-                LBFGS::new(ls, m)
-                    .with_tolerance_grad(tg)?
-                    .with_tolerance_cost(tc)
-            },
-            shared,
-            from,
-            observer,
-        ),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Initialization
 
@@ -1434,6 +739,80 @@ fn init_beta(
     })
 }
 
+impl<T: Real> Differentiable for Shared<'_, T> {
+    fn cost(&self, x: &[f64]) -> Result<f64> {
+        self.counters.cost_calls.fetch_add(1, Ordering::Relaxed);
+        self.with_eval(x, !self.lazy_gradient, |e| e.loss)
+    }
+    fn gradient(&self, x: &[f64]) -> Result<Vec<f64>> {
+        self.counters.gradient_calls.fetch_add(1, Ordering::Relaxed);
+        self.with_eval(x, true, |e| e.grad.clone().expect("requested"))
+    }
+}
+
+/// Where a fit starts (see [`lbfgs::Start`]) and what it calls at every restart boundary.
+struct Start<'c, T: Real> {
+    x0: Vec<f64>,
+    done: u64,
+    runs: usize,
+    on_restart: &'c mut dyn FnMut(&FitState<T>) -> Result<()>,
+}
+
+/// The fit as the observer sees it, and the warm restarts of section 4.2 at the
+/// boundaries.
+struct Watch<'w, 's, 'a, T: Real> {
+    shared: &'s Shared<'a, T>,
+    observer: &'w mut dyn Observer,
+    on_restart: &'w mut dyn FnMut(&FitState<T>) -> Result<()>,
+    start: Instant,
+    history: Vec<IterationInfo>,
+}
+
+impl<T: Real> Hooks for Watch<'_, '_, '_, T> {
+    fn step(&mut self, s: &Step<'_>) -> Result<Control> {
+        let shared = self.shared;
+        let metrics = if self.observer.wants_metrics() {
+            Some(shared.with_eval(s.x, false, |e| Metrics::compute(shared.data, &e.p))??)
+        } else {
+            None
+        };
+        let it = IterationInfo {
+            iteration: s.iteration,
+            loss: s.cost,
+            grad_norm: s.grad_norm,
+            elapsed: self.start.elapsed(),
+            restart_index: s.run,
+            evaluations: shared.counters.forward.load(Ordering::Relaxed),
+            metrics,
+        };
+        let c = self.observer.observe(&it);
+        self.history.push(it);
+        Ok(c)
+    }
+
+    fn boundary(&mut self, x: &[f64], done: u64, runs: usize, last: bool) -> Result<()> {
+        let shared = self.shared;
+        // section 4.2: the next run starts from the scalings reached at this point
+        let (warm, loss) = shared.with_eval(x, false, |e| (e.scalings.clone(), e.loss))?;
+        let (d, w) = shared.unpack(x);
+        (self.on_restart)(&FitState {
+            x: x.to_vec(),
+            warm: warm.clone(),
+            iterations: done,
+            runs,
+            atoms: d
+                .map_or_else(|| shared.fixed_atoms.cloned(), |d| Some(d.cast()))
+                .expect("atoms are either optimized or fixed"),
+            weights: w.cast(),
+            loss,
+        })?;
+        if !last {
+            shared.set_warm(warm);
+        }
+        Ok(())
+    }
+}
+
 fn check_data<T: Real>(kernel: &dyn Kernel<T>, data: &Batch<T>, cfg: &WdlConfig) -> Result<()> {
     cfg.validate()?;
     validate::rows("data", data, kernel.nrows())?;
@@ -1468,7 +847,31 @@ fn solve<'a, T: Real>(
         cache: Mutex::new(None),
         counters: Counters::default(),
     };
-    let out = run_lbfgs(&prob, from, observer)?;
+    let Start {
+        x0,
+        done,
+        runs,
+        on_restart,
+    } = from;
+    let mut watch = Watch {
+        shared: &prob,
+        observer,
+        on_restart,
+        start: Instant::now(),
+        history: Vec::new(),
+    };
+    let out = lbfgs::minimize(
+        &prob,
+        &cfg.lbfgs,
+        lbfgs::Start { x0, done, runs },
+        cfg.warm_restart,
+        T::epsilon().to_f64_(),
+        &mut watch,
+    )?;
+    let history = watch.history;
+    prob.counters
+        .shrinks
+        .store(out.step_shrinks, Ordering::Relaxed);
     let (loss, reconstruction, scalings) =
         prob.with_eval(&out.x, false, |e| (e.loss, e.p.clone(), e.scalings.clone()))?;
     let (d64, w64) = prob.unpack(&out.x);
@@ -1488,7 +891,7 @@ fn solve<'a, T: Real>(
         counts,
         runs: out.runs,
         termination: out.termination,
-        history: out.history,
+        history,
         scalings,
         peak_tape_bytes: prob.counters.peak.load(Ordering::Relaxed),
     })
@@ -1537,7 +940,7 @@ pub struct FitState<T: Real> {
 /// `start` continues a fit from such a state instead of initializing one.
 ///
 /// A fit continued from the state it had after `k` iterations ends bit-identical (atoms,
-/// weights, loss) to the uninterrupted fit with the same `cfg`; `cfg.lbfgs.max_iters` may
+/// weights, loss) to the uninterrupted fit with the same `cfg`; `cfg.lbfgs.max_iter` may
 /// be raised to extend a fit that spent its budget. Requires `cfg.warm_restart` (without
 /// restarts L-BFGS's correction pairs would be state too; `on_restart` is then never
 /// called). An error from `on_restart` ends the fit with that error. The returned
@@ -1570,11 +973,11 @@ pub fn fit_resumable<T: Real>(
             value: f64::NAN,
         });
     }
-    if st.iterations >= cfg.lbfgs.max_iters {
+    if st.iterations >= cfg.lbfgs.max_iter {
         return Err(Error::InvalidParameter {
-            arg: "lbfgs.max_iters",
+            arg: "lbfgs.max_iter",
             requirement: "greater than the iterations already done by the FitState",
-            value: cfg.lbfgs.max_iters as f64,
+            value: cfg.lbfgs.max_iter as f64,
         });
     }
     let (n, m, s) = (data.rows(), data.cols(), cfg.n_atoms);

@@ -1,6 +1,7 @@
 //! Typed errors. Every variant names the argument that was wrong.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Everything that can go wrong in wassdl, with the offending argument named.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,8 +72,40 @@ pub enum Error {
         /// Total mass of the second.
         sum_b: f64,
     },
-    /// An input/output failure (file missing, unreadable, ...).
+    /// An input/output failure (file missing, unreadable, ...) described in words.
     Io(String),
+    /// A failure of another library (argmin, the file system, a file format), kept as
+    /// this error's [`source`](std::error::Error::source).
+    External {
+        /// What was being done, e.g. the path or the solver.
+        context: String,
+        /// The other library's error.
+        source: Source,
+    },
+}
+
+/// Another library's error, shared so that [`Error`] stays `Clone`. Two sources compare
+/// equal when their messages do.
+#[derive(Clone, Debug)]
+pub struct Source(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Error {
+    /// Wraps `source` with `context` (what was being done when it failed).
+    pub fn external(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::External {
+            context: context.into(),
+            source: Source(Arc::from(source.into())),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -122,11 +155,19 @@ impl fmt::Display for Error {
                 "the two measures carry different total mass ({sum_a} vs {sum_b}); normalize them or use unbalanced OT"
             ),
             Error::Io(msg) => write!(f, "{msg}"),
+            Error::External { context, source } => write!(f, "{context}: {}", source.0),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::External { source, .. } => Some(&*source.0),
+            _ => None,
+        }
+    }
+}
 
 impl From<crate::emd::EmdError> for Error {
     fn from(e: crate::emd::EmdError) -> Self {

@@ -3,7 +3,7 @@
 //! analytic backward loops (Algorithm 1 and 4).
 //!
 //! Memory is bounded two ways: datapoints go through in chunks of
-//! [`GradOptions::chunk`] columns, and [`GradOptions::checkpoint`] stores only every
+//! [`GradConfig::chunk`] columns, and [`GradConfig::checkpoint`] stores only every
 //! k-th Sinkhorn state and re-records each segment of k iterations during the backward
 //! pass, so the tape holds `O(k)` iterations instead of `O(L)` (k ≈ √L gives `O(√L)`).
 
@@ -32,7 +32,7 @@ pub enum GradientMethod {
 /// Gradient settings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct GradOptions {
+pub struct GradConfig {
     /// Tape or analytic.
     pub method: GradientMethod,
     /// Datapoints per chunk (`None`: all at once).
@@ -63,14 +63,14 @@ pub struct LossGrad<T: Real> {
 ///
 /// ```
 /// use wassdl::{Batch, BarycenterConfig, DenseKernel, Loss};
-/// use wassdl::gradient::{loss_and_grad, GradOptions};
+/// use wassdl::gradient::{loss_and_grad, GradConfig};
 /// let c = faer::Mat::from_fn(20, 20, |i, j| ((i as f64 - j as f64) / 19.0).powi(2));
 /// let k = DenseKernel::new(c.as_ref(), 0.05).unwrap();
 /// let atoms = Batch::from_fn(20, 2, |i, s| if i / 10 == s { 0.1 } else { 0.0 });
 /// let w = Batch::from_vec(2, 1, vec![0.3, 0.7]);
 /// let x = Batch::filled(20, 1, 0.05);
 /// let g = loss_and_grad(&k, &atoms, &w, &x, &Loss::Quadratic,
-///     &BarycenterConfig::iterations(20), None, &GradOptions::default()).unwrap();
+///     &BarycenterConfig::iterations(20), None, &GradConfig::default()).unwrap();
 /// assert_eq!(g.grad_atoms.shape(), (20, 2));
 /// assert!(g.loss > 0.0);
 /// ```
@@ -83,7 +83,7 @@ pub fn loss_and_grad<T: Real>(
     loss: &Loss,
     cfg: &BarycenterConfig,
     warm: Option<&Scalings<T>>,
-    opts: &GradOptions,
+    opts: &GradConfig,
 ) -> Result<LossGrad<T>> {
     let (n, s, m) = check_inputs(kernel, atoms, weights, cfg)?;
     validate::shape("targets", targets, n, m)?;
@@ -314,7 +314,7 @@ fn analytic<T: Real>(
     loss: &Loss,
     cfg: &BarycenterConfig,
     warm: Option<&Scalings<T>>,
-    opts: &GradOptions,
+    opts: &GradConfig,
 ) -> Result<LossGrad<T>> {
     let supported =
         cfg.tau == 0.0 && cfg.rho.is_none() && warm.is_none() && opts.checkpoint.is_none();

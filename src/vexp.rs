@@ -314,6 +314,8 @@ macro_rules! kernels {
                 }
             }
 
+            // Stores the exponentials as well: the tests' oracle for the summing kernels.
+            #[cfg(test)]
             #[inline(always)]
             pub(crate) fn exp_shift_sum<M: MulAdd>(x: &[$t], shift: $t, out: &mut [$t]) -> $t {
                 assert_eq!(
@@ -407,9 +409,11 @@ mod portable {
     pub(super) fn exp_inplace_f32(x: &mut [f32]) {
         k32::exp_inplace::<M>(x)
     }
+    #[cfg(test)]
     pub(super) fn exp_shift_sum_f64(x: &[f64], shift: f64, out: &mut [f64]) -> f64 {
         k64::exp_shift_sum::<M>(x, shift, out)
     }
+    #[cfg(test)]
     pub(super) fn exp_shift_sum_f32(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
         k32::exp_shift_sum::<M>(x, shift, out)
     }
@@ -441,10 +445,12 @@ mod avx2 {
     pub(super) unsafe fn exp_inplace_f32(x: &mut [f32]) {
         k32::exp_inplace::<M>(x)
     }
+    #[cfg(test)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_shift_sum_f64(x: &[f64], shift: f64, out: &mut [f64]) -> f64 {
         k64::exp_shift_sum::<M>(x, shift, out)
     }
+    #[cfg(test)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_shift_sum_f32(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
         k32::exp_shift_sum::<M>(x, shift, out)
@@ -511,6 +517,7 @@ dispatch!(
     exp_inplace_f32(x: &mut [f32])
 );
 
+#[cfg(test)]
 dispatch!(
     /// Shifted exponential with sum: `out[i] = exp(x[i] - shift)`; returns `sum_i out[i]`.
     ///
@@ -524,6 +531,7 @@ dispatch!(
     exp_shift_sum_f64(x: &[f64], shift: f64, out: &mut [f64]) -> f64
 );
 
+#[cfg(test)]
 dispatch!(
     /// Shifted exponential with sum, single precision: `out[i] = exp(x[i] - shift)`;
     /// returns `sum_i out[i]`.

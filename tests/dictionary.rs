@@ -6,6 +6,7 @@ use common::*;
 use wassdl::baselines::{nmf, pca, NmfConfig, NmfInit};
 use wassdl::dictionary::*;
 use wassdl::gradcheck::{check_gradient_with_floor, FdStep};
+use wassdl::lbfgs::{Control, LbfgsConfig, LineSearchKind, Termination, LINE_SEARCH_RETRIES};
 use wassdl::metrics::{mse, Metrics};
 use wassdl::*;
 
@@ -160,7 +161,7 @@ fn fit_runs_one_forward_pass_per_point() {
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(20))
         .weight_init(WeightInit::Random)
-        .max_iters(30);
+        .max_iter(30);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     let c = f.counts;
     println!(
@@ -182,7 +183,7 @@ fn fit_decreases_loss_and_beats_constant_atoms() {
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(30))
         .weight_init(WeightInit::Random)
-        .max_iters(60)
+        .max_iter(60)
         .seed(2);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     for w in f.history.windows(2) {
@@ -221,7 +222,7 @@ fn fig2_wdl_beats_pca_and_nmf() {
         let cfg = WdlConfig::new(2)
             .barycenter(BarycenterConfig::iterations(50))
             .weight_init(WeightInit::Random)
-            .max_iters(100)
+            .max_iter(100)
             .seed(seed);
         let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
         println!(
@@ -270,7 +271,7 @@ fn warm_restarts_carry_scalings() {
         .barycenter(BarycenterConfig::iterations(3))
         .weight_init(WeightInit::Random)
         .warm_restart(4)
-        .max_iters(16)
+        .max_iter(16)
         .seed(2);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     assert_eq!(f.runs, 4, "{:?}", f.termination);
@@ -305,7 +306,7 @@ fn transform_recovers_known_weights() {
         mass_err = mass_err.max((s - 1.0).abs());
         data.col_mut(m).iter_mut().for_each(|v| *v /= s);
     }
-    let cfg = WdlConfig::new(2).barycenter(bary).max_iters(100);
+    let cfg = WdlConfig::new(2).barycenter(bary).max_iter(100);
     let fit = transform_fit(&k, &atoms, &data, &cfg, &mut NoObserver).unwrap();
     let err = (0..4)
         .map(|m| (fit.weights.get(1, m) - t[m]).abs())
@@ -345,7 +346,7 @@ fn fits_are_deterministic_for_a_seed() {
             .barycenter(BarycenterConfig::iterations(10))
             .atom_init(AtomInit::FromData)
             .weight_init(WeightInit::Random)
-            .max_iters(8)
+            .max_iter(8)
             .seed(seed)
     };
     let a = fit(&k, &data, &cfg(11), &mut NoObserver).unwrap();
@@ -367,7 +368,7 @@ fn observer_gets_metrics_and_stops_early() {
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(10))
         .weight_init(WeightInit::Random)
-        .max_iters(50);
+        .max_iter(50);
     let mut seen = Vec::new();
     let mut obs = FnObserver::new(|it: &IterationInfo| {
         seen.push(it.clone());
@@ -388,7 +389,7 @@ fn observer_gets_metrics_and_stops_early() {
     assert_eq!(last, Metrics::compute(&data, &f.reconstruction).unwrap());
     assert!(seen.windows(2).all(|w| w[1].elapsed >= w[0].elapsed));
     // without the request, no metrics
-    let f = fit(&k, &data, &cfg.clone().max_iters(2), &mut NoObserver).unwrap();
+    let f = fit(&k, &data, &cfg.clone().max_iter(2), &mut NoObserver).unwrap();
     assert!(f.history.iter().all(|h| h.metrics.is_none()));
 }
 
@@ -402,7 +403,7 @@ fn variants_fit() {
     let base = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(10))
         .weight_init(WeightInit::Random)
-        .max_iters(10)
+        .max_iter(10)
         .seed(2);
     let variants = [
         (
@@ -417,7 +418,7 @@ fn variants_fit() {
         ),
         (
             "chunk 3, checkpoint 4",
-            base.clone().gradient(GradOptions {
+            base.clone().gradient(GradConfig {
                 chunk: Some(3),
                 checkpoint: Some(4),
                 ..Default::default()
@@ -461,7 +462,7 @@ fn variants_fit() {
 }
 
 fn variants_chunked(base: &WdlConfig) -> WdlConfig {
-    base.clone().gradient(GradOptions {
+    base.clone().gradient(GradConfig {
         chunk: Some(1),
         checkpoint: Some(5),
         ..Default::default()
@@ -478,7 +479,7 @@ fn tape_memory_formula() {
         let data: Batch<T> = gaussians(30, &[0.3, 0.5, 0.6], 0.1);
         let atoms: Batch<T> = gaussians(30, &[0.2, 0.8], 0.1);
         let w = Batch::filled(2, 3, T::of(0.5));
-        let opts = GradOptions {
+        let opts = GradConfig {
             chunk,
             ..Default::default()
         };
@@ -514,7 +515,7 @@ fn invalid_input_is_an_error() {
         | Error::NotNormalized { arg, .. } => arg,
         other => panic!("unexpected {other}"),
     };
-    let ok = WdlConfig::new(2).max_iters(1);
+    let ok = WdlConfig::new(2).max_iter(1);
     let cases = [
         (
             ok.clone()
@@ -536,7 +537,7 @@ fn invalid_input_is_an_error() {
         ),
         (ok.clone().warm_restart(0), "warm_restart"),
         (
-            ok.clone().lbfgs(LbfgsSettings {
+            ok.clone().lbfgs(LbfgsConfig {
                 memory: 0,
                 ..Default::default()
             }),
@@ -575,13 +576,13 @@ fn a_failed_line_search_is_retried_with_a_shorter_step() {
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(30))
         .weight_init(WeightInit::Random)
-        .max_iters(100);
+        .max_iter(100);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     println!(
         "loss {:.4e} -> {:.4e}, {} iterations, {:?}, {:?}",
         f.history[0].loss, f.loss, f.iterations, f.termination, f.counts
     );
-    assert_eq!(f.termination, Termination::MaxIters);
+    assert_eq!(f.termination, Termination::MaxIter);
     assert_eq!(f.iterations, 100);
     // no warm restarts configured: a second run can only be a retry
     let retry = f
@@ -611,7 +612,7 @@ fn resuming_is_bit_exact_across_line_search_retries() {
         .barycenter(BarycenterConfig::iterations(30))
         .weight_init(WeightInit::Random)
         .warm_restart(every)
-        .max_iters(100);
+        .max_iter(100);
     // The retry here came from an underflowing trial step, which the line-search guard
     // now absorbs inside the line search; turned off, the retry path is still exercised.
     cfg.lbfgs.guard_steps = false;
@@ -667,7 +668,7 @@ fn a_converged_fit_stops_on_failed_line_searches() {
     let k = GridKernel::<f64>::new(&Grid::new(&[data.rows()]).unwrap(), 5e-3).unwrap();
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(100))
-        .max_iters(300)
+        .max_iter(300)
         .seed(3);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     println!(
@@ -747,7 +748,7 @@ fn failed_trial_step_is_shortened_inside_the_line_search() {
         let mut cfg = WdlConfig::new(2)
             .barycenter(BarycenterConfig::iterations(50))
             .loss(Loss::Quadratic)
-            .max_iters(100)
+            .max_iter(100)
             .seed(1);
         cfg.lbfgs.guard_steps = guard;
         fit(&k, &data, &cfg, &mut NoObserver).unwrap()

@@ -52,8 +52,8 @@ fn tape_matches_jax_reference() {
             ("tv", Loss::TotalVariation),
         ] {
             let cfg = BarycenterConfig::iterations(l);
-            let g = loss_and_grad(&k, &d, &lam, &x, &loss, &cfg, None, &GradOptions::default())
-                .unwrap();
+            let g =
+                loss_and_grad(&k, &d, &lam, &x, &loss, &cfg, None, &GradConfig::default()).unwrap();
             let json = case_json(case);
             let run = json["runs"]
                 .as_array()
@@ -79,9 +79,8 @@ fn tape_matches_jax_reference() {
             );
             let mut sens = vec![0.0f64; g.grad_atoms.as_slice().len()];
             for kp in &noisy {
-                let gp =
-                    loss_and_grad(kp, &d, &lam, &x, &loss, &cfg, None, &GradOptions::default())
-                        .unwrap();
+                let gp = loss_and_grad(kp, &d, &lam, &x, &loss, &cfg, None, &GradConfig::default())
+                    .unwrap();
                 for (s, (&a, &b)) in sens
                     .iter_mut()
                     .zip(g.grad_atoms.as_slice().iter().zip(gp.grad_atoms.as_slice()))
@@ -139,7 +138,7 @@ fn checkpointing_and_chunking_are_exact() {
             &Loss::Quadratic,
             &cfg,
             None,
-            &GradOptions::default(),
+            &GradConfig::default(),
         )
         .unwrap();
         for (chunk, ck) in [
@@ -148,7 +147,7 @@ fn checkpointing_and_chunking_are_exact() {
             (Some(3), Some(5)),
             (None, Some(1)),
         ] {
-            let opts = GradOptions {
+            let opts = GradConfig {
                 chunk,
                 checkpoint: ck,
                 ..Default::default()
@@ -262,7 +261,7 @@ fn fd_check(
         Batch::from_vec(p.s, 1, p.lam.clone()),
         Batch::from_vec(p.n, 1, p.target.clone()),
     );
-    let g = loss_and_grad(&k, &d, &w, &x, loss, cfg, None, &GradOptions::default()).unwrap();
+    let g = loss_and_grad(&k, &d, &w, &x, loss, cfg, None, &GradConfig::default()).unwrap();
     let scale = g
         .grad_atoms
         .as_slice()
@@ -344,8 +343,8 @@ proptest! {
             Batch::from_vec(p.n, 1, p.target.clone()),
         );
         let cfg = BarycenterConfig::iterations(p.l).tau(tau);
-        let a = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg, None, &GradOptions::default()).unwrap();
-        let b = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg.log_domain(true), None, &GradOptions::default()).unwrap();
+        let a = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg, None, &GradConfig::default()).unwrap();
+        let b = loss_and_grad(&k, &d, &w, &x, &Loss::Quadratic, &cfg.log_domain(true), None, &GradConfig::default()).unwrap();
         let scale = a.grad_atoms.as_slice().iter().fold(1e-12f64, |m, &v| m.max(v.abs()));
         for (u, v) in a.grad_atoms.as_slice().iter().zip(b.grad_atoms.as_slice()) {
             prop_assert!((u - v).abs() <= 1e-9 * scale, "{u:e} vs {v:e}");
@@ -371,7 +370,7 @@ fn warm_started_gradient_matches_fd() {
         &Loss::Quadratic,
         &cfg,
         Some(&warm),
-        &GradOptions::default(),
+        &GradConfig::default(),
     )
     .unwrap();
     let f = |l: &[f64]| {
@@ -415,7 +414,7 @@ fn tape_memory_matches_formula() {
             &Loss::Quadratic,
             &BarycenterConfig::iterations(l),
             None,
-            &GradOptions::default(),
+            &GradConfig::default(),
         )
         .unwrap();
         let values =
@@ -423,7 +422,7 @@ fn tape_memory_matches_formula() {
         assert_eq!(g.peak_bytes, 8 * values, "L = {l}");
         // Checkpointing every k = √L iterations keeps O(√L) iterations on the tape.
         let kck = (l as f64).sqrt().ceil() as usize;
-        let opts = GradOptions {
+        let opts = GradConfig {
             checkpoint: Some(kck),
             ..Default::default()
         };
@@ -465,8 +464,8 @@ proptest! {
         );
         let loss = if kl { Loss::KullbackLeibler } else { Loss::Quadratic };
         let cfg = BarycenterConfig::iterations(p.l).log_domain(log);
-        let t = loss_and_grad(&k, &d, &w, &x, &loss, &cfg, None, &GradOptions::default()).unwrap();
-        let opts = GradOptions { method: GradientMethod::Analytic, ..Default::default() };
+        let t = loss_and_grad(&k, &d, &w, &x, &loss, &cfg, None, &GradConfig::default()).unwrap();
+        let opts = GradConfig { method: GradientMethod::Analytic, ..Default::default() };
         let a = loss_and_grad(&k, &d, &w, &x, &loss, &cfg, None, &opts).unwrap();
         prop_assert!((t.loss - a.loss).abs() <= 1e-12 * t.loss.abs().max(1e-300));
         let scale = t.grad_atoms.as_slice().iter().chain(t.grad_weights.as_slice()).fold(1e-12f64, |m, &v| m.max(v.abs()));
@@ -508,7 +507,7 @@ fn tape_heavy_ball_with_zero_atoms_matches_fd() {
             &Loss::Quadratic,
             &cfg,
             None,
-            &GradOptions::default(),
+            &GradConfig::default(),
         )
         .unwrap_or_else(|e| panic!("log={log}: {e}"));
         let eager = barycenters(&k, &atoms, &lam, &cfg, None).unwrap().p;

@@ -9,6 +9,7 @@ use wassdl::barycenter::Stop;
 use wassdl::gradcheck::{
     check_gradient_with, check_gradient_with_floor, noise_floor, FdStep, Stencil,
 };
+use wassdl::lbfgs::LbfgsConfig;
 use wassdl::pointcloud::*;
 use wassdl::tape::Tape;
 use wassdl::{Batch, Ops};

@@ -6,7 +6,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use wassdl::barycenter::Stop;
-use wassdl::dictionary::{Control, FnObserver, NoObserver};
+use wassdl::dictionary::{FnObserver, NoObserver};
+use wassdl::lbfgs::Control;
 use wassdl::pointcloud::dictionary::{
     AtomInit, EmpiricalDictionary, FixedPointConfig, LabelWeight, LabeledCloud,
     LabeledMinibatchDictionary, MinibatchConfig, MinibatchDictionary, MinibatchSampler, Sampling,

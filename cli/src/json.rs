@@ -21,7 +21,7 @@ struct Header {
 
 /// The model as pretty-printed JSON.
 pub fn model_to_json<T: Real + Serialize>(model: &Model<T>) -> Result<String> {
-    serde_json::to_string_pretty(model).map_err(|e| Error::Io(format!("model to JSON: {e}")))
+    serde_json::to_string_pretty(model).map_err(|e| Error::external("model to JSON", e))
 }
 
 /// Reads a model written by [`model_to_json`] (fields it does not know, such as a
@@ -63,13 +63,13 @@ pub fn model_from_json<T: Real + DeserializeOwned>(text: &str) -> Result<Model<T
 pub fn save_model<T: Real + Serialize>(model: &Model<T>, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     std::fs::write(path, model_to_json(model)?)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+        .map_err(|e| Error::external(path.display().to_string(), e))
 }
 
 /// Reads a model saved by [`save_model`].
 pub fn load_model<T: Real + DeserializeOwned>(path: impl AsRef<Path>) -> Result<Model<T>> {
     let path = path.as_ref();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::external(path.display().to_string(), e))?;
     model_from_json(&text)
 }

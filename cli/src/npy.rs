@@ -692,7 +692,7 @@ impl Npz {
             (&mut f)
                 .take(declared.saturating_add(1))
                 .read_to_end(&mut bytes)
-                .map_err(|e| Error::Io(format!("{origin}: cannot read: {e}")))?;
+                .map_err(|e| Error::external(format!("{origin}: cannot read"), e))?;
             arrays.push((name.clone(), parse_npy(&bytes, &origin)?));
         }
         Ok(Npz {

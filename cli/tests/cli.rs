@@ -1007,7 +1007,7 @@ fn fit_matches_the_library_on_a_cost_matrix_and_draws_1d_pictures() {
         .barycenter(BarycenterConfig::iterations(10))
         .loss(Loss::KullbackLeibler)
         .zeta(2.0)
-        .max_iters(12)
+        .max_iter(12)
         .seed(3);
     let lib = fit(k.as_ref(), &x, &cfg, &mut NoObserver).unwrap();
     let model = load_model(&out);
@@ -1019,7 +1019,7 @@ fn fit_matches_the_library_on_a_cost_matrix_and_draws_1d_pictures() {
     assert_eq!(model.kernel, spec);
     assert_eq!(summary["iterations"], lib.iterations);
     json_close(&summary["loss"], lib.loss);
-    assert_eq!(summary["termination"], "max_iters");
+    assert_eq!(summary["termination"], "max_iter");
     assert_eq!(summary["precision"], "float64");
     assert!(is_png(&png.join("atoms.png")) && is_png(&png.join("reconstructions.png")));
 }
@@ -1063,7 +1063,7 @@ fn fit_on_float32_images_matches_the_library_and_draws_2d_pictures() {
             tau: -0.3,
             ..BarycenterConfig::iterations(8)
         })
-        .max_iters(10)
+        .max_iter(10)
         .warm_restart(4)
         .weight_init(WeightInit::Random);
     let lib = fit(&k, &Batch::from_vec(30, 4, x), &cfg, &mut NoObserver).unwrap();
@@ -1082,7 +1082,7 @@ fn transform_and_reconstruct_match_the_library() {
     let k = GridKernel::<f64>::new(&grid, 0.01).unwrap();
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(15))
-        .max_iters(10)
+        .max_iter(10)
         .seed(1);
     // a model saved by the library; the CLI must use it exactly as the library does
     let x = gaussians(n);

@@ -424,7 +424,7 @@ fn fit_on_real_digits_reaches_stated_loss() {
         .barycenter(BarycenterConfig::iterations(20))
         .loss(Loss::Quadratic)
         .atom_init(AtomInit::FromData)
-        .max_iters(40)
+        .max_iter(40)
         .seed(0);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     eprintln!(

@@ -97,7 +97,7 @@ fn fitted_model_reloads_and_reconstructs() {
     let cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(15))
         .weight_init(WeightInit::Random)
-        .max_iters(5);
+        .max_iter(5);
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     let model = Model::new(KernelSpec::grid(&grid, 4e-3), cfg, &f).unwrap();
     let back = model_from_json::<f32>(&model_to_json(&model).unwrap()).unwrap();
@@ -120,4 +120,21 @@ fn fitted_model_reloads_and_reconstructs() {
             .unwrap()
             .replacen("\"version\": 1", "\"version\": 99", 1);
     assert!(model_from_json::<f32>(&wrong_version).is_err());
+}
+
+/// A failure of another library keeps that error as its `source()`: the caller can ask
+/// the I/O error's kind instead of parsing the message.
+#[test]
+fn io_failures_keep_their_source() {
+    let missing = std::env::temp_dir().join("wassdl-no-such-model-8d1f.json");
+    let err = load_model::<f64>(&missing).unwrap_err();
+    let source = std::error::Error::source(&err).expect("the io::Error is kept");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("the source is the io::Error itself");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert!(
+        err.to_string().contains("wassdl-no-such-model-8d1f.json"),
+        "{err}"
+    );
 }

@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wassdl::dictionary::{Control, Fit, IterationInfo, Observer};
+use wassdl::dictionary::{Fit, IterationInfo, Observer};
+use wassdl::lbfgs::Control;
 use wassdl::Real;
 use wassdl_cli::figures::save_line_plot;
 

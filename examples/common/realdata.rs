@@ -16,7 +16,8 @@ use super::common::{Progress, Settings};
 use std::time::Instant;
 use wassdl::baselines::{clip_renormalize, grid_cost_pixels, nmf, ot_cost, pca};
 use wassdl::baselines::{NmfConfig, NmfInit, NmfLoss};
-use wassdl::dictionary::{fit, AtomInit, Fit, Objective, Termination, WdlConfig, WeightInit};
+use wassdl::dictionary::{fit, AtomInit, Fit, Objective, WdlConfig, WeightInit};
+use wassdl::lbfgs::Termination;
 use wassdl::metrics::Metrics;
 use wassdl::{BarycenterConfig, Batch, Grid, GridKernel, GridUnits, Loss, Result};
 use wassdl_cli::figures::save_image_grid;
@@ -126,7 +127,7 @@ pub struct Setup {
     pub log: bool,
     /// Number of seeds.
     pub restarts: usize,
-    /// Line-search guard ([`wassdl::dictionary::LbfgsSettings::guard_steps`]).
+    /// Line-search guard ([`wassdl::lbfgs::LbfgsConfig::guard_steps`]).
     pub guard: bool,
 }
 
@@ -201,10 +202,10 @@ impl Setup {
             .zeta(self.zeta)
             .atom_init(self.atom_init)
             .weight_init(self.weight_init.clone())
-            .max_iters(self.max_iters)
+            .max_iter(self.max_iters)
             .seed(seed)
-            .lbfgs(wassdl::dictionary::LbfgsSettings {
-                max_iters: self.max_iters,
+            .lbfgs(wassdl::lbfgs::LbfgsConfig {
+                max_iter: self.max_iters,
                 guard_steps: self.guard,
                 ..Default::default()
             })
@@ -247,7 +248,7 @@ pub struct Comparison {
 /// 0 iteration cap, 1 converged (tolerance), 2 line search gave up, 3 observer.
 pub fn termination_code(t: &Termination) -> f64 {
     match t {
-        Termination::MaxIters => 0.0,
+        Termination::MaxIter => 0.0,
         Termination::Converged => 1.0,
         Termination::LineSearch(_) => 2.0,
         Termination::Observer => 3.0,

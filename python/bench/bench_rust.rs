@@ -17,8 +17,8 @@
 use std::time::Instant;
 use wassdl::dictionary::{Objective, WdlConfig};
 use wassdl::{
-    barycenters, loss_and_grad, BarycenterConfig, Batch, DenseKernel, GradOptions, Grid,
-    GridKernel, Loss,
+    barycenters, loss_and_grad, BarycenterConfig, Batch, DenseKernel, GradConfig, Grid, GridKernel,
+    Loss,
 };
 
 #[repr(C)]
@@ -107,7 +107,7 @@ fn main() {
                     &Loss::Quadratic,
                     &cfg,
                     None,
-                    &GradOptions::default(),
+                    &GradConfig::default(),
                 );
                 std::hint::black_box(g.unwrap());
             })

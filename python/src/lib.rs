@@ -27,17 +27,17 @@ use pyo3::types::{PyDict, PyList};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use wassdl::dictionary::{
-    self, AtomInit, Control, FnObserver, IterationInfo, LbfgsSettings, LineSearchKind, Objective,
-    Termination, WdlConfig, WeightInit,
+    self, AtomInit, FnObserver, IterationInfo, Objective, WdlConfig, WeightInit,
 };
 use wassdl::gradcheck::{check_gradient_with, FdStep, Stencil};
+use wassdl::lbfgs::{Control, LbfgsConfig, LineSearchKind, Termination};
 use wassdl::pointcloud::{
     sinkhorn_divergence as core_divergence, PointCloud, SinkhornDivergenceConfig,
 };
 use wassdl::unmixing::{unmix as core_unmix, InnerOt, UnmixingConfig};
 use wassdl::{
     barycenters, loss_and_grad, sinkhorn as core_sinkhorn, BarycenterConfig, Batch, DenseKernel,
-    GradOptions, GradientMethod, Grid, GridKernel, GridUnits, Kernel, Loss, Real, SinkhornConfig,
+    GradConfig, GradientMethod, Grid, GridKernel, GridUnits, Kernel, Loss, Real, SinkhornConfig,
     Stop,
 };
 
@@ -446,7 +446,7 @@ fn grad_opts(
     method: &str,
     chunk: Option<usize>,
     checkpoint: Option<usize>,
-) -> PyResult<GradOptions> {
+) -> PyResult<GradConfig> {
     let method = match method {
         "tape" => GradientMethod::Tape,
         "analytic" => GradientMethod::Analytic,
@@ -456,7 +456,7 @@ fn grad_opts(
             )))
         }
     };
-    Ok(GradOptions {
+    Ok(GradConfig {
         method,
         chunk,
         checkpoint,
@@ -476,7 +476,7 @@ fn loss_grad_t<'py, T: Real + Element>(
     k: &KArgs<'py>,
     loss: Loss,
     cfg: BarycenterConfig,
-    opts: GradOptions,
+    opts: GradConfig,
 ) -> PyResult<Bound<'py, PyDict>> {
     let atoms = rows_batch(arr2::<T>(atoms, "atoms")?.as_array());
     let w = rows_batch(arr2::<T>(weights, "weights")?.as_array());
@@ -840,10 +840,10 @@ fn wdl_config(p: &Bound<'_, PyDict>) -> PyResult<WdlConfig> {
     if let Some(z) = get::<f64>(p, "zeta")? {
         c.zeta = z;
     }
-    let d = LbfgsSettings::default();
-    c.lbfgs = LbfgsSettings {
+    let d = LbfgsConfig::default();
+    c.lbfgs = LbfgsConfig {
         memory: get::<usize>(p, "memory")?.unwrap_or(d.memory),
-        max_iters: get::<u64>(p, "max_iter")?.unwrap_or(d.max_iters),
+        max_iter: get::<u64>(p, "max_iter")?.unwrap_or(d.max_iter),
         tol_grad: get::<f64>(p, "tol_grad")?.unwrap_or(d.tol_grad),
         tol_cost: get::<f64>(p, "tol_cost")?.unwrap_or(d.tol_cost),
         line_search: match get::<String>(p, "line_search")?.as_deref() {
@@ -900,12 +900,7 @@ fn wdl_config(p: &Bound<'_, PyDict>) -> PyResult<WdlConfig> {
 }
 
 fn termination(t: &Termination) -> String {
-    match t {
-        Termination::MaxIters => "max_iter".into(),
-        Termination::Converged => "converged".into(),
-        Termination::Observer => "stopped".into(),
-        Termination::LineSearch(msg) => format!("line search: {msg}"),
-    }
+    t.to_string()
 }
 
 fn info_dict<'py>(py: Python<'py>, it: &IterationInfo) -> PyResult<Bound<'py, PyDict>> {

@@ -16,8 +16,10 @@ use crate::batch::Batch;
 use crate::real::Real;
 use faer::{Accum, MatMut, MatRef, Par};
 
+pub use crate::vexp::{clear_upper_state, upper_state_clears};
+
 /// `out = alpha · a b` (or `out += ..` with `Accum::Add`) through faer, followed by
-/// [`crate::vexp::clear_upper_state`]. Every GEMM of the crate goes through here: faer's
+/// [`clear_upper_state`]. Every GEMM of the crate goes through here: faer's
 /// AVX-512 microkernels leave the upper vector state dirty, which makes every later
 /// SSE-encoded instruction slow on Intel CPUs (see `clear_upper_state`).
 pub(crate) fn gemm<T: Real>(

@@ -119,9 +119,10 @@
 
 use super::free_support::{add_projection, inner_plan, Plan};
 use crate::batch::Batch;
-use crate::dictionary::{Control, IterationInfo, Observer, WeightInit};
+use crate::dictionary::{IterationInfo, Observer, WeightInit};
 use crate::emd::PlanEntry;
 use crate::error::{Error, Result};
+use crate::lbfgs::Control;
 use crate::pointcloud::{cost_matrix_row_major, Cost, InnerOt, PointCloud};
 use crate::real::Real;
 use crate::tape::softmax_cols;

@@ -8,7 +8,8 @@
 //!   `γ_k = softmax(l)_k` (the Sinkhorn divergence is convex in the weights);
 //! * [`lagrangian_barycenter`]: fixed weights, optimize the positions `z_k`.
 //!
-//! Both run argmin's L-BFGS (More–Thuente line search) on an `f64` parameter vector, as
+//! Both run the crate's L-BFGS driver ([`crate::lbfgs`], argmin's L-BFGS with the
+//! More–Thuente line search by default) on an `f64` parameter vector, as
 //! GeomLoss's `fit_model` runs SciPy's L-BFGS-B on `float64` copies of its parameters.
 //! The line searches differ, so the iterates (and the costs printed along the way) are
 //! not those of SciPy; the minimum is the same.
@@ -17,72 +18,14 @@ use super::divergence::{divergence_parts, SelfTerm};
 use super::{PointCloud, SinkhornDivergenceConfig};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::lbfgs::{
+    minimize, Control, Differentiable, Hooks, LbfgsConfig, Start, Step, Termination,
+};
 use crate::ops::Ops;
 use crate::real::Real;
 use crate::tape::Tape;
-use argmin::core::{CostFunction, Executor, Gradient, State};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
 use std::cell::RefCell;
 use std::sync::Mutex;
-
-/// L-BFGS settings, defaulted as GeomLoss's `fit_model(method="L-BFGS")`
-/// (`maxiter = 500`, `maxcor = 10`, `ftol = gtol = 1e-10`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct LbfgsConfig {
-    /// Iteration cap.
-    pub max_iter: u64,
-    /// Number of correction pairs kept (SciPy's `maxcor`).
-    pub memory: usize,
-    /// Stop when the cost changes by less than this between iterations (absolute; SciPy's
-    /// `ftol` is relative to `max(|f|, 1)`, the same thing for costs below 1).
-    pub tol_cost: f64,
-    /// Stop when the Euclidean norm of the gradient is below this.
-    pub tol_grad: f64,
-}
-
-impl Default for LbfgsConfig {
-    fn default() -> Self {
-        LbfgsConfig {
-            max_iter: 500,
-            memory: 10,
-            tol_cost: 1e-10,
-            tol_grad: 1e-10,
-        }
-    }
-}
-
-impl LbfgsConfig {
-    /// GeomLoss's `fit_model(tol=tol)`: both tolerances set to `tol`.
-    pub fn with_tol(tol: f64) -> Self {
-        LbfgsConfig {
-            tol_cost: tol,
-            tol_grad: tol,
-            ..Default::default()
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.memory == 0 {
-            return Err(Error::InvalidParameter {
-                arg: "memory",
-                requirement: ">= 1",
-                value: 0.0,
-            });
-        }
-        for (arg, v) in [("tol_cost", self.tol_cost), ("tol_grad", self.tol_grad)] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::InvalidParameter {
-                    arg,
-                    requirement: "finite and >= 0",
-                    value: v,
-                });
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The iterate at one function evaluation.
 #[derive(Clone, Debug)]
@@ -110,7 +53,7 @@ pub struct BarycenterFit<T: Real> {
     /// L-BFGS iterations.
     pub iterations: u64,
     /// Why L-BFGS stopped.
-    pub termination: String,
+    pub termination: Termination,
 }
 
 type Eval<'a> = dyn Fn(&[f64]) -> Result<(f64, Vec<f64>)> + 'a;
@@ -119,56 +62,51 @@ struct Recorder {
     last: Option<(Vec<f64>, f64, Vec<f64>)>,
     costs: Vec<f64>,
     snaps: Vec<(usize, f64, Vec<f64>)>,
-    error: Option<Error>,
 }
 
-/// An argmin problem that evaluates cost and gradient together and caches the last
-/// point, since argmin asks for them separately.
-struct Objective<'a> {
+/// The objective as L-BFGS sees it: evaluates cost and gradient together and caches the
+/// last point (argmin asks for them separately), recording the cost of every evaluation
+/// as GeomLoss's `fit_model` does.
+struct Recorded<'a> {
     eval: &'a Eval<'a>,
     want: &'a [usize],
     rec: Mutex<Recorder>,
 }
 
-impl Objective<'_> {
-    fn get(&self, p: &[f64]) -> std::result::Result<(f64, Vec<f64>), argmin::core::Error> {
+impl Recorded<'_> {
+    fn get(&self, p: &[f64]) -> Result<(f64, Vec<f64>)> {
         let mut rec = self.rec.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((q, c, g)) = &rec.last {
             if q.as_slice() == p {
                 return Ok((*c, g.clone()));
             }
         }
-        match (self.eval)(p) {
-            Ok((c, g)) => {
-                let k = rec.costs.len();
-                rec.costs.push(c);
-                if self.want.contains(&k) {
-                    rec.snaps.push((k, c, p.to_vec()));
-                }
-                rec.last = Some((p.to_vec(), c, g.clone()));
-                Ok((c, g))
-            }
-            Err(e) => {
-                rec.error = Some(e.clone());
-                Err(argmin::core::Error::new(e))
-            }
+        let (c, g) = (self.eval)(p)?;
+        let k = rec.costs.len();
+        rec.costs.push(c);
+        if self.want.contains(&k) {
+            rec.snaps.push((k, c, p.to_vec()));
         }
+        rec.last = Some((p.to_vec(), c, g.clone()));
+        Ok((c, g))
     }
 }
 
-impl CostFunction for Objective<'_> {
-    type Param = Vec<f64>;
-    type Output = f64;
-    fn cost(&self, p: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
-        self.get(p).map(|(c, _)| c)
+impl Differentiable for Recorded<'_> {
+    fn cost(&self, x: &[f64]) -> Result<f64> {
+        self.get(x).map(|(c, _)| c)
+    }
+    fn gradient(&self, x: &[f64]) -> Result<Vec<f64>> {
+        self.get(x).map(|(_, g)| g)
     }
 }
 
-impl Gradient for Objective<'_> {
-    type Param = Vec<f64>;
-    type Gradient = Vec<f64>;
-    fn gradient(&self, p: &Vec<f64>) -> std::result::Result<Vec<f64>, argmin::core::Error> {
-        self.get(p).map(|(_, g)| g)
+/// No observer: the costs are recorded by [`Recorded`].
+struct Quiet;
+
+impl Hooks for Quiet {
+    fn step(&mut self, _: &Step<'_>) -> Result<Control> {
+        Ok(Control::Continue)
     }
 }
 
@@ -178,76 +116,47 @@ struct LbfgsRun {
     costs: Vec<f64>,
     snaps: Vec<(usize, f64, Vec<f64>)>,
     iterations: u64,
-    termination: String,
+    termination: Termination,
 }
 
-fn run_lbfgs(x0: Vec<f64>, eval: &Eval<'_>, opt: &LbfgsConfig, want: &[usize]) -> Result<LbfgsRun> {
-    opt.validate()?;
-    let problem = Objective {
+/// The crate's L-BFGS driver ([`crate::lbfgs`]) on `eval` from `x0`; `eps` is the
+/// relative precision the objective is computed in.
+fn run_lbfgs(
+    x0: Vec<f64>,
+    eval: &Eval<'_>,
+    opt: &LbfgsConfig,
+    want: &[usize],
+    eps: f64,
+) -> Result<LbfgsRun> {
+    let problem = Recorded {
         eval,
         want,
         rec: Mutex::new(Recorder {
             last: None,
             costs: Vec::new(),
             snaps: Vec::new(),
-            error: None,
         }),
     };
-    let bad = |e: argmin::core::Error| Error::Numerical {
-        solver: "lbfgs",
-        iteration: 0,
-        message: e.to_string(),
+    let start = Start {
+        x0,
+        done: 0,
+        runs: 0,
     };
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), opt.memory)
-        .with_tolerance_cost(opt.tol_cost)
-        .map_err(bad)?
-        .with_tolerance_grad(opt.tol_grad)
-        .map_err(bad)?;
-    let res = Executor::new(problem, solver)
-        .configure(|s| s.param(x0.clone()).max_iters(opt.max_iter))
-        .ctrlc(false)
-        .run();
-    let (problem, state) = match res {
-        Ok(r) => (r.problem, r.state),
-        Err(e) => {
-            // Our own errors travel through argmin as `anyhow` errors: give them back.
-            return Err(match e.downcast::<Error>() {
-                Ok(err) => err,
-                Err(other) => bad(other),
-            });
-        }
-    };
-    let iterations = state.get_iter();
-    let termination = state
-        .get_termination_reason()
-        .map_or_else(|| "not terminated".to_string(), |r| r.text().to_string());
-    let best = state
-        .get_best_param()
-        .cloned()
-        .or_else(|| state.get_param().cloned())
-        .unwrap_or(x0);
-    let obj = problem.problem.ok_or_else(|| Error::Numerical {
-        solver: "lbfgs",
-        iteration: iterations as usize,
-        message: "argmin did not hand the problem back".into(),
-    })?;
-    let rec = obj.rec.into_inner().unwrap_or_else(|e| e.into_inner());
-    if let Some(e) = rec.error {
-        return Err(e);
-    }
+    let out = minimize(&problem, opt, start, None, eps, &mut Quiet)?;
+    let rec = problem.rec.into_inner().unwrap_or_else(|e| e.into_inner());
     // GeomLoss re-evaluates the model at the returned point; the cache makes that free
     // when it is the last point visited.
     let final_cost = match &rec.last {
-        Some((q, c, _)) if *q == best => *c,
-        _ => eval(&best)?.0,
+        Some((q, c, _)) if *q == out.x => *c,
+        _ => eval(&out.x)?.0,
     };
     Ok(LbfgsRun {
-        best,
+        best: out.x,
         final_cost,
         costs: rec.costs,
         snaps: rec.snaps,
-        iterations,
-        termination,
+        iterations: out.iterations,
+        termination: out.termination,
     })
 }
 
@@ -359,7 +268,7 @@ pub fn eulerian_barycenter<T: Real>(
         let g = tape.backward(node).wrt(lv);
         Ok((value, g.as_slice().iter().map(|v| v.to_f64_()).collect()))
     };
-    let run = run_lbfgs(l0, &eval, opt, snapshot_evals)?;
+    let run = run_lbfgs(l0, &eval, opt, snapshot_evals, T::epsilon().to_f64_())?;
     let cloud_at = |l: &[f64]| init.with_weights(weights_of(l));
     let snapshots = run
         .snaps
@@ -435,7 +344,7 @@ pub fn lagrangian_barycenter<T: Real>(
         }
         Ok((value, grad))
     };
-    let run = run_lbfgs(z0, &eval, opt, snapshot_evals)?;
+    let run = run_lbfgs(z0, &eval, opt, snapshot_evals, T::epsilon().to_f64_())?;
     let snapshots = run
         .snaps
         .iter()

@@ -42,7 +42,7 @@ pub use divergence::{
     epsilon_schedule, max_diameter, sinkhorn_divergence, sinkhorn_divergence_on_tape, Divergence,
     SinkhornDivergenceConfig,
 };
-pub use fit::{eulerian_barycenter, lagrangian_barycenter, BarycenterFit, LbfgsConfig, Snapshot};
+pub use fit::{eulerian_barycenter, lagrangian_barycenter, BarycenterFit, Snapshot};
 pub use free_support::{
     free_support_barycenter, FreeSupportBarycenter, FreeSupportConfig, InnerOt,
 };

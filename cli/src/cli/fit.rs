@@ -12,10 +12,8 @@ use super::Global;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use wassdl::dictionary::{
-    fit_resumable, AtomInit, Control, Fit, FitState, FnObserver, IterationInfo, KernelSpec, Model,
-    Termination, WdlConfig, WeightInit,
-};
+use wassdl::lbfgs::{Control, Termination};
+use wassdl::dictionary::{fit_resumable, AtomInit, Fit, FitState, FnObserver, IterationInfo, KernelSpec, Model, WdlConfig, WeightInit};
 use wassdl::metrics::Metrics;
 use wassdl_cli::npy::Dtype;
 use wassdl::{BarycenterConfig, Batch, Loss, Real, Scalings, Stop};
@@ -319,7 +317,7 @@ pub fn run(args: Args, global: &Global) -> Result<serde_json::Value, CliError> {
         })
         .loss(args.loss)
         .zeta(args.zeta)
-        .max_iters(args.max_iters.unwrap_or(100))
+        .max_iter(args.max_iters.unwrap_or(100))
         .atom_init(match args.atom_init {
             AtomInitArg::Random => AtomInit::Random,
             AtomInitArg::Constant => AtomInit::Constant,
@@ -482,12 +480,12 @@ fn resume_as<T: Scalar>(
     super::model::check_item(&data.name(), data.shape(), &item, &origin)?;
     let mut cfg = model.config.clone();
     if let Some(budget) = args.max_iters {
-        cfg.lbfgs.max_iters = budget;
+        cfg.lbfgs.max_iter = budget;
     }
-    if ck.iterations >= cfg.lbfgs.max_iters {
+    if ck.iterations >= cfg.lbfgs.max_iter {
         return Err(fail(format!(
             "the checkpoint is at iteration {} and the budget is {} iterations: nothing to continue (raise --max-iters)",
-            ck.iterations, cfg.lbfgs.max_iters
+            ck.iterations, cfg.lbfgs.max_iter
         )));
     }
     let len_ok =
@@ -591,7 +589,7 @@ fn run_job_checked<T: Scalar>(
     };
     let kernel_s = secs(t);
 
-    let budget = cfg.lbfgs.max_iters;
+    let budget = cfg.lbfgs.max_iter;
     // The last iteration the observer saw, to date a failure inside the next one.
     let seen = std::cell::Cell::new(None::<u64>);
     let resumed_from = start.as_ref().map(|s| s.iterations);
@@ -720,12 +718,7 @@ fn run_job_checked<T: Scalar>(
 
 /// Why a fit stopped, in words.
 pub fn termination_text(t: &Termination) -> String {
-    match t {
-        Termination::MaxIters => "max_iters".into(),
-        Termination::Converged => "converged".into(),
-        Termination::Observer => "stopped".into(),
-        Termination::LineSearch(msg) => format!("line search: {msg}"),
-    }
+    t.to_string()
 }
 
 /// Writes the state `st` as a checkpoint: the model at `st` plus the `checkpoint` object.

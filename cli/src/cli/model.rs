@@ -4,7 +4,8 @@
 use super::error::CliError;
 use super::input::shape_text;
 use std::path::{Path, PathBuf};
-use wassdl::dictionary::{Fit, KernelSpec, Model, Termination, WdlConfig};
+use wassdl::dictionary::{Fit, KernelSpec, Model, WdlConfig};
+use wassdl::lbfgs::Termination;
 use wassdl::{Batch, Real};
 use wassdl_cli::figures::{save_histograms_1d, save_image_grid, HistPanel, HistRow};
 use wassdl_cli::npy::write_atomic;
@@ -195,8 +196,8 @@ pub fn check_model<T: Real>(m: &Model<T>) -> Result<(), String> {
             ">= 1 (Sinkhorn iterations of the loss)",
         );
     }
-    if cfg.lbfgs.max_iters == 0 {
-        return field("config.lbfgs.max_iters", 0.0, ">= 1");
+    if cfg.lbfgs.max_iter == 0 {
+        return field("config.lbfgs.max_iter", 0.0, ">= 1");
     }
     for (name, v) in [("atoms", &m.atoms), ("weights", &m.weights)] {
         if let Some(k) = v.iter().position(|x| !x.is_finite() || *x < T::zero()) {
@@ -314,7 +315,7 @@ fn atomic_png(path: &Path, draw: impl FnOnce(&Path) -> wassdl::Result<()>) -> Re
     let tmp = path.with_file_name(format!(".{name}.{}.tmp.png", std::process::id()));
     let result = draw(&tmp).and_then(|()| {
         std::fs::rename(&tmp, path)
-            .map_err(|e| wassdl::Error::Io(format!("{}: {e}", path.display())))
+            .map_err(|e| wassdl::Error::external(path.display().to_string(), e))
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

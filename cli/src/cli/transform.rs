@@ -12,10 +12,8 @@ use super::Global;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use wassdl::dictionary::{
-    transform_fit, Control, FnObserver, IterationInfo,
-    WeightInit,
-};
+use wassdl::lbfgs::{Control};
+use wassdl::dictionary::{transform_fit, FnObserver, IterationInfo, WeightInit};
 use wassdl::metrics::Metrics;
 use wassdl_cli::npy::{write_npy, Dtype, NpyArray};
 use wassdl::Real;
@@ -140,7 +138,7 @@ fn go<T: Real>(
         cfg.weight_init = WeightInit::Uniform;
     }
     if let Some(n) = args.max_iters {
-        cfg.lbfgs.max_iters = n;
+        cfg.lbfgs.max_iter = n;
     }
     let file = format!("--model {}", args.model.display());
     let t = Instant::now();
@@ -148,7 +146,7 @@ fn go<T: Real>(
     let kernel_s = secs(t);
 
     let t = Instant::now();
-    let progress = Progress::new(global.quiet, cfg.lbfgs.max_iters as usize, "transform");
+    let progress = Progress::new(global.quiet, cfg.lbfgs.max_iter as usize, "transform");
     let mut observer = FnObserver::new(|it: &IterationInfo| {
         progress.update(it.iteration, || format!("loss {:.4e}", it.loss));
         Control::Continue
