@@ -417,7 +417,8 @@ impl Observer for NoObserver {
 /// Wraps a closure as an [`Observer`].
 ///
 /// ```
-/// use wassdl::dictionary::{Control, FnObserver};
+/// use wassdl::dictionary::FnObserver;
+/// use wassdl::lbfgs::Control;
 /// let mut seen = 0;
 /// let mut obs = FnObserver::new(|it| { seen += 1; if it.iteration >= 5 { Control::Stop } else { Control::Continue } })
 ///     .with_metrics();

@@ -9,7 +9,7 @@ use std::fmt::{Debug, Display};
 /// Combines faer's [`RealField`] (needed by its GEMM) with [`num_traits::Float`]
 /// (elementwise math), and adds the slice-level exponentials that the log-domain
 /// kernels spend their time in, so each precision can dispatch to its vectorized
-/// implementation in [`crate::vexp`].
+/// implementation (`src/vexp.rs`).
 pub trait Real:
     RealField
     + Float
