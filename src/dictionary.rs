@@ -94,12 +94,13 @@
 use crate::barycenter::{barycenters, BarycenterConfig, Scalings, Stop};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gradient::{loss_and_grad, GradOptions};
+use crate::gradient::{loss_and_grad_in, GradOptions};
 use crate::kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel};
 use crate::loss::Loss;
 use crate::metrics::Metrics;
 use crate::real::Real;
 use crate::tape::softmax_cols;
+use crate::tape::TapeBuffers;
 use crate::validate;
 use argmin::core::{
     CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason,
@@ -652,6 +653,9 @@ struct Shared<'a, T: Real> {
     /// `cost` runs the forward pass only (backtracking asks for few gradients).
     lazy_gradient: bool,
     cache: Mutex<Option<Eval<T>>>,
+    /// The tape's memory, kept from one evaluation to the next: the L-BFGS loop then
+    /// allocates, page-faults and zeroes no tape buffer after the first evaluation.
+    buffers: Mutex<TapeBuffers<T>>,
     counters: Counters,
 }
 
@@ -689,7 +693,8 @@ impl<T: Real> Shared<'_, T> {
         self.counters.forward.fetch_add(1, Ordering::Relaxed);
         let (loss, grad, p, scalings) = if with_grad {
             self.counters.backward.fetch_add(1, Ordering::Relaxed);
-            let lg = loss_and_grad(
+            let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+            let lg = loss_and_grad_in(
                 self.kernel,
                 atoms,
                 &weights,
@@ -698,7 +703,9 @@ impl<T: Real> Shared<'_, T> {
                 &cfg.barycenter,
                 warm.as_ref(),
                 &cfg.gradient,
+                &mut buffers,
             )?;
+            drop(buffers);
             self.counters
                 .peak
                 .fetch_max(lg.peak_bytes, Ordering::Relaxed);
@@ -1466,6 +1473,7 @@ fn solve<'a, T: Real>(
         warm: Mutex::new(warm),
         lazy_gradient: cfg.lbfgs.line_search == LineSearchKind::Backtracking,
         cache: Mutex::new(None),
+        buffers: Mutex::new(TapeBuffers::new()),
         counters: Counters::default(),
     };
     let out = run_lbfgs(&prob, from, observer)?;
@@ -1671,6 +1679,7 @@ impl<'a, T: Real> Objective<'a, T> {
                 warm: Mutex::new(None),
                 lazy_gradient: false,
                 cache: Mutex::new(None),
+                buffers: Mutex::new(TapeBuffers::new()),
                 counters: Counters::default(),
             },
         })
