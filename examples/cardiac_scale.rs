@@ -27,7 +27,7 @@
 //! (the 4 vertices of the simplex at the corners of a square).
 //!
 //! Run: `cargo run --release -p wassdl-cli --example cardiac_scale [-- --f32] [--iters N]
-//! [--quick]`.
+//! [--threads N] [--quick]`.
 
 #[path = "common/mod.rs"]
 pub mod common;
@@ -85,6 +85,9 @@ pub struct Options {
     pub f32: bool,
     /// L-BFGS iterations (default 200, 3 with `--quick`).
     pub iters: Option<u64>,
+    /// Threads per kernel application (`--threads N`, default 1): the grid kernel
+    /// splits an application over `N` scoped threads above its work threshold.
+    pub threads: usize,
 }
 
 /// Frame `k` of the synthetic sequence, `h × w`, row-major, summing to 1.
@@ -187,7 +190,12 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         d
     };
     let grid = Grid::new(&[h, w])?.with_units(GridUnits::Pixel);
-    let kernel = GridKernel::<T>::new(&grid, T::of(2.0))?;
+    let par = if opts.threads > 1 {
+        faer::Par::rayon(opts.threads)
+    } else {
+        faer::Par::Seq
+    };
+    let kernel = GridKernel::<T>::new(&grid, T::of(2.0))?.with_par(par);
     let zeta = n as f64 / (100.0 * FRAMES as f64);
     let cfg = WdlConfig::new(ATOMS)
         .barycenter(BarycenterConfig::iterations(25))
@@ -199,8 +207,9 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         .max_iter(iters);
     println!(
         "cardiac_scale: {FRAMES} frames {h}x{w}, S = {ATOMS}, L = 25, γ = 2 px², ζ = {zeta:.3}, \
-         {iters} L-BFGS iterations, {}; kernel: {}",
+         {iters} L-BFGS iterations, {}, {} thread(s) per kernel application; kernel: {}",
         T::NAME,
+        opts.threads.max(1),
         wassdl::Kernel::describe(&kernel)
     );
     let t0 = Instant::now();
@@ -309,6 +318,7 @@ pub fn run(settings: &Settings) -> Result<CardiacMetrics> {
         &Options {
             f32: false,
             iters: None,
+            threads: 1,
         },
     )
 }
@@ -323,9 +333,17 @@ fn main() -> std::process::ExitCode {
         .position(|a| a == "--iters")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok());
+    let threads = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     args.retain(|a| a != "--f32");
-    if let Some(i) = args.iter().position(|a| a == "--iters") {
-        args.drain(i..(i + 2).min(args.len()));
+    for flag in ["--iters", "--threads"] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args.drain(i..(i + 2).min(args.len()));
+        }
     }
     let settings = {
         use clap::Parser;
@@ -338,7 +356,14 @@ fn main() -> std::process::ExitCode {
             progress: !a.quiet,
         }
     };
-    match run_with(&settings, &Options { f32, iters }) {
+    match run_with(
+        &settings,
+        &Options {
+            f32,
+            iters,
+            threads,
+        },
+    ) {
         Ok(m) => {
             println!("figures in {}", settings.out_dir.display());
             println!("{}", m.result_line());

@@ -94,7 +94,7 @@
 use crate::barycenter::{barycenters, BarycenterConfig, Scalings, Stop};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gradient::{loss_and_grad, GradConfig};
+use crate::gradient::{loss_and_grad_in, GradConfig};
 use crate::kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel};
 use crate::lbfgs::{
     self, Control, Differentiable, Hooks, LbfgsConfig, LineSearchKind, Step, Termination,
@@ -103,6 +103,7 @@ use crate::loss::Loss;
 use crate::metrics::Metrics;
 use crate::real::Real;
 use crate::tape::softmax_cols;
+use crate::tape::TapeBuffers;
 use crate::validate;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -539,6 +540,9 @@ struct Shared<'a, T: Real> {
     /// `cost` runs the forward pass only (backtracking asks for few gradients).
     lazy_gradient: bool,
     cache: Mutex<Option<Eval<T>>>,
+    /// The tape's memory, kept from one evaluation to the next: the L-BFGS loop then
+    /// allocates, page-faults and zeroes no tape buffer after the first evaluation.
+    buffers: Mutex<TapeBuffers<T>>,
     counters: Counters,
 }
 
@@ -576,7 +580,8 @@ impl<T: Real> Shared<'_, T> {
         self.counters.forward.fetch_add(1, Ordering::Relaxed);
         let (loss, grad, p, scalings) = if with_grad {
             self.counters.backward.fetch_add(1, Ordering::Relaxed);
-            let lg = loss_and_grad(
+            let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+            let lg = loss_and_grad_in(
                 self.kernel,
                 atoms,
                 &weights,
@@ -585,7 +590,9 @@ impl<T: Real> Shared<'_, T> {
                 &cfg.barycenter,
                 warm.as_ref(),
                 &cfg.gradient,
+                &mut buffers,
             )?;
+            drop(buffers);
             self.counters
                 .peak
                 .fetch_max(lg.peak_bytes, Ordering::Relaxed);
@@ -846,6 +853,7 @@ fn solve<'a, T: Real>(
         warm: Mutex::new(warm),
         lazy_gradient: cfg.lbfgs.line_search == LineSearchKind::Backtracking,
         cache: Mutex::new(None),
+        buffers: Mutex::new(TapeBuffers::new()),
         counters: Counters::default(),
     };
     let Start {
@@ -1075,6 +1083,7 @@ impl<'a, T: Real> Objective<'a, T> {
                 warm: Mutex::new(None),
                 lazy_gradient: false,
                 cache: Mutex::new(None),
+                buffers: Mutex::new(TapeBuffers::new()),
                 counters: Counters::default(),
             },
         })

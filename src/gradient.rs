@@ -14,7 +14,7 @@ use crate::kernel::Kernel;
 use crate::loss::Loss;
 use crate::ops::{Eager, Ops};
 use crate::real::Real;
-use crate::tape::Tape;
+use crate::tape::{Tape, TapeBuffers};
 use crate::validate;
 
 /// How gradients are computed.
@@ -85,6 +85,37 @@ pub fn loss_and_grad<T: Real>(
     warm: Option<&Scalings<T>>,
     opts: &GradConfig,
 ) -> Result<LossGrad<T>> {
+    let mut buffers = TapeBuffers::new();
+    loss_and_grad_in(
+        kernel,
+        atoms,
+        weights,
+        targets,
+        loss,
+        cfg,
+        warm,
+        opts,
+        &mut buffers,
+    )
+}
+
+/// [`loss_and_grad`] recording its tapes into `buffers` and leaving them there for the
+/// next call: called again with the same shapes (an optimizer's loop), it allocates no
+/// tape memory, so nothing is page-faulted or zeroed anew (see [`TapeBuffers`]). The
+/// results are bitwise those of [`loss_and_grad`]. `buffers` holds about one tape (the
+/// largest chunk's) plus the backward pass's live gradients between calls.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grad_in<T: Real>(
+    kernel: &dyn Kernel<T>,
+    atoms: &Batch<T>,
+    weights: &Batch<T>,
+    targets: &Batch<T>,
+    loss: &Loss,
+    cfg: &BarycenterConfig,
+    warm: Option<&Scalings<T>>,
+    opts: &GradConfig,
+    buffers: &mut TapeBuffers<T>,
+) -> Result<LossGrad<T>> {
     let (n, s, m) = check_inputs(kernel, atoms, weights, cfg)?;
     validate::shape("targets", targets, n, m)?;
     if let Some(w) = warm {
@@ -115,6 +146,29 @@ pub fn loss_and_grad<T: Real>(
         return analytic(kernel, atoms, weights, targets, loss, cfg, warm, opts);
     }
     let chunk = opts.chunk.unwrap_or(m).min(m);
+    let run = |wc: &Batch<T>, xc: &Batch<T>, init, buffers: &mut TapeBuffers<T>| match (
+        opts.checkpoint,
+        cfg.stop,
+    ) {
+        (Some(k), Stop::Iterations(l)) if k < l => {
+            checkpointed(kernel, atoms, wc, xc, loss, cfg, init, k, l, buffers)
+        }
+        _ => taped(kernel, atoms, wc, xc, loss, cfg, init, buffers),
+    };
+    if chunk == m {
+        // One chunk: its results are the results, without copies.
+        let init = match warm {
+            Some(w) => {
+                let w = w.to_domain(cfg.log_domain);
+                (w.a, w.b)
+            }
+            None => {
+                let o = Scalings::<T>::ones(n, m * s, cfg.log_domain);
+                (o.a, o.b)
+            }
+        };
+        return run(weights, targets, init, buffers);
+    }
     let mut total = T::zero();
     let mut p = Batch::zeros(n, m);
     let mut ga = Batch::zeros(n, s);
@@ -144,12 +198,7 @@ pub fn loss_and_grad<T: Real>(
                 (o.a, o.b)
             }
         };
-        let r = match (opts.checkpoint, cfg.stop) {
-            (Some(k), Stop::Iterations(l)) if k < l => {
-                checkpointed(kernel, atoms, &wc, &xc, loss, cfg, init, k, l)?
-            }
-            _ => taped(kernel, atoms, &wc, &xc, loss, cfg, init)?,
-        };
+        let r = run(&wc, &xc, init, buffers)?;
         total += r.loss;
         for (o, &v) in ga.as_mut_slice().iter_mut().zip(r.grad_atoms.as_slice()) {
             *o += v;
@@ -176,6 +225,7 @@ pub fn loss_and_grad<T: Real>(
 }
 
 /// Records all iterations of one chunk and runs one backward pass.
+#[allow(clippy::too_many_arguments)]
 fn taped<T: Real>(
     kernel: &dyn Kernel<T>,
     atoms: &Batch<T>,
@@ -184,8 +234,9 @@ fn taped<T: Real>(
     loss: &Loss,
     cfg: &BarycenterConfig,
     init: (Batch<T>, Batch<T>),
+    buffers: &mut TapeBuffers<T>,
 ) -> Result<LossGrad<T>> {
-    let mut tape = Tape::new();
+    let mut tape = Tape::with_buffers(std::mem::take(buffers));
     let d = tape.var(atoms.clone());
     let w = tape.var(weights.clone());
     // Warm-start scalings are constants (section 4.2).
@@ -195,7 +246,7 @@ fn taped<T: Real>(
     let lv = loss.record(&mut tape, &out.p, targets, kernel)?;
     let peak = tape.memory_bytes();
     let g = tape.backward(lv);
-    Ok(LossGrad {
+    let r = LossGrad {
         loss: tape.value(&lv).get(0, 0),
         p: tape.value(&out.p).clone(),
         grad_atoms: g.wrt(d),
@@ -206,7 +257,9 @@ fn taped<T: Real>(
             log: cfg.log_domain,
         },
         peak_bytes: peak,
-    })
+    };
+    *buffers = tape.into_buffers();
+    Ok(r)
 }
 
 /// Checkpointed reverse mode: forward eagerly keeping the state every `k` iterations,
@@ -223,6 +276,7 @@ fn checkpointed<T: Real>(
     init: (Batch<T>, Batch<T>),
     k: usize,
     l: usize,
+    buffers: &mut TapeBuffers<T>,
 ) -> Result<LossGrad<T>> {
     let seg_len = |i: usize| k.min(l - i * k);
     let nseg = l.div_ceil(k);
@@ -248,7 +302,7 @@ fn checkpointed<T: Real>(
     let mut result = None;
     let mut peak = 0;
     for i in (0..nseg).rev() {
-        let mut tape = Tape::new();
+        let mut tape = Tape::with_buffers(std::mem::take(buffers));
         let d = tape.var(atoms.clone());
         let w = tape.var(weights.clone());
         let st = std::mem::replace(&mut states[i], (Batch::zeros(0, 0), Batch::zeros(0, 0)));
@@ -291,6 +345,7 @@ fn checkpointed<T: Real>(
         if i > 0 {
             adj = Some((g.wrt(a0), g.wrt(b0)));
         }
+        *buffers = tape.into_buffers();
     }
     let (lossv, p, scalings) = result.expect("at least one segment");
     Ok(LossGrad {

@@ -61,8 +61,21 @@ pub struct Eager;
 /// `f` applied entry by entry to two batches of the same shape, vectorized when `f`
 /// inlines (the arithmetic of every Sinkhorn step).
 pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
-    debug_assert_eq!(a.shape(), b.shape());
     let mut out = Batch::zeros(a.rows(), a.cols());
+    zip_map_into(a, b, &mut out, f);
+    out
+}
+
+/// [`zip_map`] into `out` (same shape; every entry overwritten, so its previous contents
+/// do not matter: the tape passes reused buffers).
+pub(crate) fn zip_map_into<T: Real>(
+    a: &Batch<T>,
+    b: &Batch<T>,
+    out: &mut Batch<T>,
+    f: impl Fn(T, T) -> T,
+) {
+    debug_assert_eq!(a.shape(), b.shape());
+    debug_assert_eq!(a.shape(), out.shape());
     // A plain loop: an iterator `collect` would not be inlined into the vectorized wrapper.
     crate::kernel::lse::vectorized(
         #[inline(always)]
@@ -77,12 +90,18 @@ pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T
             }
         },
     );
-    out
 }
 
 /// `f` applied to every entry, vectorized when `f` inlines.
 fn map<T: Real>(a: &Batch<T>, f: impl Fn(T) -> T) -> Batch<T> {
     let mut out = Batch::zeros(a.rows(), a.cols());
+    map_into(a, &mut out, f);
+    out
+}
+
+/// [`map`] into `out` (same shape, every entry overwritten).
+pub(crate) fn map_into<T: Real>(a: &Batch<T>, out: &mut Batch<T>, f: impl Fn(T) -> T) {
+    debug_assert_eq!(a.shape(), out.shape());
     crate::kernel::lse::vectorized(
         #[inline(always)]
         || {
@@ -91,7 +110,6 @@ fn map<T: Real>(a: &Batch<T>, f: impl Fn(T) -> T) -> Batch<T> {
             }
         },
     );
-    out
 }
 
 /// One entry of the heavy-ball step of Algorithm 5 (eq. 25-26): `prev^τ · new^{1-τ}`,
@@ -140,41 +158,62 @@ pub(crate) fn heavy_ball<T: Real>(prev: &Batch<T>, new: &Batch<T>, tau: T, log: 
 }
 
 pub(crate) fn tile<T: Real>(d: &Batch<T>, reps: usize) -> Batch<T> {
-    let mut data = Vec::with_capacity(d.rows() * d.cols() * reps);
-    for _ in 0..reps {
-        data.extend_from_slice(d.as_slice());
+    let mut out = Batch::zeros(d.rows(), d.cols() * reps);
+    tile_into(d, &mut out);
+    out
+}
+
+/// [`tile`] into `out` (`N × (S·reps)`, every entry overwritten).
+pub(crate) fn tile_into<T: Real>(d: &Batch<T>, out: &mut Batch<T>) {
+    for o in out.as_mut_slice().chunks_exact_mut(d.as_slice().len()) {
+        o.copy_from_slice(d.as_slice());
     }
-    Batch::from_vec(d.rows(), d.cols() * reps, data)
 }
 
 pub(crate) fn repeat<T: Real>(p: &Batch<T>, s: usize) -> Batch<T> {
-    let mut data = Vec::with_capacity(p.rows() * p.cols() * s);
-    for m in 0..p.cols() {
-        for _ in 0..s {
-            data.extend_from_slice(p.col(m));
-        }
+    let mut out = Batch::zeros(p.rows(), p.cols() * s);
+    repeat_into(p, s, &mut out);
+    out
+}
+
+/// [`repeat`] into `out` (`N × (M·s)`, every entry overwritten).
+pub(crate) fn repeat_into<T: Real>(p: &Batch<T>, s: usize, out: &mut Batch<T>) {
+    for (c, o) in out.as_mut_slice().chunks_exact_mut(p.rows()).enumerate() {
+        o.copy_from_slice(p.col(c / s));
     }
-    Batch::from_vec(p.rows(), p.cols() * s, data)
 }
 
 pub(crate) fn block_dot<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
-    let (n, s, m) = (x.rows(), w.rows(), w.cols());
+    let mut out = Batch::zeros(x.rows(), w.cols());
+    block_dot_into(x, w, &mut out);
+    out
+}
+
+/// [`block_dot`] into `out` (`N × M`, every entry overwritten). Each column starts from
+/// zero and adds `w_k x_k` atom by atom, the same operations (and bits) as ever.
+pub(crate) fn block_dot_into<T: Real>(x: &Batch<T>, w: &Batch<T>, out: &mut Batch<T>) {
+    let (s, m) = (w.rows(), w.cols());
     debug_assert_eq!(x.cols(), s * m);
-    let mut out = Batch::zeros(n, m);
     for j in 0..m {
         let o = out.col_mut(j);
+        o.fill(T::zero());
         for k in 0..s {
             let wk = w.get(k, j);
             if wk == T::zero() {
                 // 0 · (±∞) must not poison the sum: a zero weight drops the atom.
                 continue;
             }
-            for (oi, &xi) in o.iter_mut().zip(x.col(j * s + k)) {
-                *oi += wk * xi;
-            }
+            let xc = x.col(j * s + k);
+            crate::kernel::lse::vectorized(
+                #[inline(always)]
+                || {
+                    for (oi, &xi) in o.iter_mut().zip(xc) {
+                        *oi += wk * xi;
+                    }
+                },
+            );
         }
     }
-    out
 }
 
 pub(crate) fn block_lse<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {

@@ -17,9 +17,11 @@
 //! ```
 
 use crate::batch::Batch;
-use crate::kernel::{apply_log_new, apply_new, Kernel};
+use crate::kernel::{apply_log_new, Kernel};
 use crate::ops::{self, zip_map, Ops};
 use crate::real::Real;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// Handle to a node of a [`Tape`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +79,84 @@ pub struct Tape<'k, T: Real> {
     nodes: Vec<Node<'k, T>>,
     /// Side storage for [`Op::Given`] gradients.
     given: Vec<Batch<T>>,
+    /// Free buffers: node values and gradients are taken from here, and the backward
+    /// pass returns each gradient once consumed.
+    buffers: RefCell<TapeBuffers<T>>,
+}
+
+/// Buffers of a finished [`Tape`], to record the next computation of the same shapes
+/// without allocating: [`Tape::into_buffers`] hands them out, [`Tape::with_buffers`]
+/// takes them back. An objective evaluated again and again (an L-BFGS fit) then
+/// allocates, page-faults and zeroes its tape only once: every buffer handed out is
+/// overwritten entirely by the operation that takes it, so stale contents never leak.
+/// Buffers are keyed by their exact length; one of a length nobody asks for again
+/// just stays until the value is dropped.
+pub struct TapeBuffers<T> {
+    /// Buffers handed over by the previous tape.
+    free: BTreeMap<usize, Vec<Vec<T>>>,
+    /// Buffers returned while the current tape runs (its consumed gradients).
+    returned: BTreeMap<usize, Vec<Vec<T>>>,
+}
+
+impl<T> Default for TapeBuffers<T> {
+    fn default() -> Self {
+        TapeBuffers {
+            free: BTreeMap::new(),
+            returned: BTreeMap::new(),
+        }
+    }
+}
+
+/// Buffers shorter than this are not kept: allocating them is cheap (the C allocator
+/// recycles small blocks itself), and the pool stays small.
+const MIN_POOLED: usize = 1024;
+
+impl<T: Real> TapeBuffers<T> {
+    /// No buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.free
+            .iter()
+            .chain(&self.returned)
+            .map(|(&len, v)| len * v.len() * std::mem::size_of::<T>())
+            .sum()
+    }
+
+    /// A `rows × cols` batch with arbitrary (finite or not) contents, from a free buffer
+    /// of that length when there is one.
+    fn take(&mut self, rows: usize, cols: usize) -> Batch<T> {
+        let len = rows * cols;
+        // Buffers returned by this tape first: the backward pass then cycles through as
+        // few distinct buffers as it has gradients live, and whatever of the previous
+        // tape's stays untaken is dropped at the end (`settle`).
+        let data = self
+            .returned
+            .get_mut(&len)
+            .and_then(Vec::pop)
+            .or_else(|| self.free.get_mut(&len).and_then(Vec::pop))
+            .unwrap_or_else(|| vec![T::zero(); len]);
+        Batch::from_vec(rows, cols, data)
+    }
+
+    fn give(&mut self, b: Batch<T>) {
+        let data = b.into_vec();
+        if data.len() >= MIN_POOLED {
+            self.returned.entry(data.len()).or_default().push(data);
+        }
+    }
+
+    /// Keeps what the finished tape used (its values, then handed in, and the buffers it
+    /// returned) and drops what it left untaken: a tape of the same shapes will not need
+    /// those either. Without this the pool would grow at every evaluation by the
+    /// buffers of the constants a caller passes in (initial scalings, targets), which
+    /// come from outside the pool but are returned into it.
+    fn settle(&mut self) {
+        self.free = std::mem::take(&mut self.returned);
+    }
 }
 
 impl<T: Real> Default for Tape<'_, T> {
@@ -105,24 +185,107 @@ impl<T: Real> Gradients<T> {
     }
 }
 
-fn add_into<T: Real>(slot: &mut Option<Batch<T>>, g: Batch<T>) {
-    match slot {
-        Some(acc) => {
-            for (a, &b) in acc.as_mut_slice().iter_mut().zip(g.as_slice()) {
+/// `acc += g` entry by entry, vectorized.
+fn add_assign<T: Real>(acc: &mut [T], g: &[T]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (a, &b) in acc.iter_mut().zip(g) {
                 *a += b;
             }
+        },
+    )
+}
+
+/// Adds one contribution to a gradient slot in a single pass over the data: writes
+/// `f(a_k, b_k, c_k)` into a fresh buffer when the slot is empty, else adds it to the
+/// slot's entries (`acc_k += f(..)`, the same operations, and bits, as computing the
+/// contribution first and adding it after). Unused inputs are passed as `a` again.
+macro_rules! accumulate {
+    ($self:ident, $slot:expr, $a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $f:expr) => {{
+        let (ia, ib, ic) = ($a.as_slice(), $b.as_slice(), $c.as_slice());
+        let slot: &mut Option<Batch<T>> = $slot;
+        let fresh = slot.is_none();
+        if fresh {
+            *slot = Some($self.fresh($a.rows(), $a.cols()));
         }
-        None => *slot = Some(g),
-    }
+        let out = slot.as_mut().expect("filled above").as_mut_slice();
+        crate::kernel::lse::vectorized(
+            #[inline(always)]
+            || {
+                if fresh {
+                    for (((o, &$x), &$y), &$z) in out.iter_mut().zip(ia).zip(ib).zip(ic) {
+                        *o = $f;
+                    }
+                } else {
+                    for (((o, &$x), &$y), &$z) in out.iter_mut().zip(ia).zip(ib).zip(ic) {
+                        *o += $f;
+                    }
+                }
+            },
+        );
+    }};
 }
 
 impl<'k, T: Real> Tape<'k, T> {
     /// An empty tape.
     pub fn new() -> Self {
+        Self::with_buffers(TapeBuffers::new())
+    }
+
+    /// An empty tape that records into the buffers of an earlier one (see
+    /// [`TapeBuffers`]).
+    pub fn with_buffers(buffers: TapeBuffers<T>) -> Self {
         Tape {
             nodes: Vec::new(),
             given: Vec::new(),
+            buffers: RefCell::new(buffers),
         }
+    }
+
+    /// Ends the tape, keeping every recorded value's buffer for the next one.
+    pub fn into_buffers(self) -> TapeBuffers<T> {
+        let mut b = self.buffers.into_inner();
+        for node in self.nodes {
+            b.give(node.value);
+        }
+        for g in self.given {
+            b.give(g);
+        }
+        b.settle();
+        b
+    }
+
+    /// A `rows × cols` buffer with arbitrary contents: the caller overwrites every entry.
+    fn fresh(&self, rows: usize, cols: usize) -> Batch<T> {
+        self.buffers.borrow_mut().take(rows, cols)
+    }
+
+    fn recycle(&self, b: Batch<T>) {
+        self.buffers.borrow_mut().give(b);
+    }
+
+    /// [`add_assign`] of a computed contribution, returning its buffer to the pool.
+    fn add_into(&self, slot: &mut Option<Batch<T>>, g: Batch<T>) {
+        match slot {
+            Some(acc) => {
+                add_assign(acc.as_mut_slice(), g.as_slice());
+                self.recycle(g);
+            }
+            None => *slot = Some(g),
+        }
+    }
+
+    /// `K x` (or `Kᵀ x`) into a buffer of the pool.
+    fn apply_fresh(&self, k: &dyn Kernel<T>, x: &Batch<T>, transpose: bool) -> Batch<T> {
+        let rows = if transpose { k.ncols() } else { k.nrows() };
+        let mut out = self.fresh(rows, x.cols());
+        if transpose {
+            k.apply_t(x, &mut out)
+        } else {
+            k.apply(x, &mut out)
+        }
+        out
     }
 
     fn push(&mut self, value: Batch<T>, op: Op<'k, T>, inputs: &[usize]) -> Var {
@@ -265,7 +428,7 @@ impl<'k, T: Real> Tape<'k, T> {
                 self.val(v.0).shape(),
                 "Tape::backward_with: seed shape"
             );
-            add_into(&mut g[v.0], s.clone());
+            self.add_into(&mut g[v.0], s.clone());
             last = last.max(v.0);
         }
         for i in (0..=last).rev() {
@@ -281,6 +444,7 @@ impl<'k, T: Real> Tape<'k, T> {
                 continue;
             };
             self.propagate(i, &gi, &mut g);
+            self.recycle(gi);
         }
         Gradients {
             grads: g,
@@ -295,7 +459,8 @@ impl<'k, T: Real> Tape<'k, T> {
             Op::Leaf | Op::Const => {}
             Op::Kernel(x, k, t) => {
                 if need(x) {
-                    add_into(&mut g[x], apply_new(k, gi, !t));
+                    let gx = self.apply_fresh(k, gi, !t);
+                    self.add_into(&mut g[x], gx);
                 }
             }
             Op::LogKernel(x, k, t) => {
@@ -330,59 +495,59 @@ impl<'k, T: Real> Tape<'k, T> {
                             s * (l + xj).exp()
                         };
                     }
-                    add_into(&mut g[x], gx);
+                    self.add_into(&mut g[x], gx);
                 }
             }
             Op::Add(a, b) => {
                 if need(a) {
-                    add_into(&mut g[a], gi.clone());
+                    accumulate!(self, &mut g[a], gi, gi, gi, |x, _y, _z| x);
                 }
                 if need(b) {
-                    add_into(&mut g[b], gi.clone());
+                    accumulate!(self, &mut g[b], gi, gi, gi, |x, _y, _z| x);
                 }
             }
             Op::Sub(a, b) => {
                 if need(a) {
-                    add_into(&mut g[a], gi.clone());
+                    accumulate!(self, &mut g[a], gi, gi, gi, |x, _y, _z| x);
                 }
                 if need(b) {
-                    add_into(&mut g[b], gi.map(|v| -v));
+                    accumulate!(self, &mut g[b], gi, gi, gi, |x, _y, _z| -x);
                 }
             }
             Op::Mul(a, b) => {
+                let (av, bv) = (self.val(a), self.val(b));
                 if need(a) {
-                    add_into(&mut g[a], zip_map(gi, self.val(b), |x, y| x * y));
+                    accumulate!(self, &mut g[a], gi, bv, gi, |x, yb, _z| x * yb);
                 }
                 if need(b) {
-                    add_into(&mut g[b], zip_map(gi, self.val(a), |x, y| x * y));
+                    accumulate!(self, &mut g[b], gi, av, gi, |x, ya, _z| x * ya);
                 }
             }
             Op::Div(a, b) => {
                 let bv = self.val(b);
                 if need(a) {
-                    add_into(&mut g[a], zip_map(gi, bv, |x, y| x / y));
+                    accumulate!(self, &mut g[a], gi, bv, gi, |x, bb, _z| x / bb);
                 }
                 if need(b) {
-                    // ∂(a/b)/∂b = -(a/b)/b = -y/b.
-                    let t = zip_map(gi, y, |x, yv| x * yv);
-                    add_into(&mut g[b], zip_map(&t, bv, |x, bb| -x / bb));
+                    // ∂(a/b)/∂b = -(a/b)/b = -y/b, in one pass.
+                    accumulate!(self, &mut g[b], gi, y, bv, |x, yv, bb| -(x * yv) / bb);
                 }
             }
             Op::Scale(a, c) => {
                 if need(a) {
-                    add_into(&mut g[a], gi.map(|v| c * v));
+                    accumulate!(self, &mut g[a], gi, gi, gi, |x, _y, _z| c * x);
                 }
             }
             Op::Pow(a, c) => {
                 if need(a) {
                     let av = self.val(a);
                     let d = zip_map(gi, av, |x, base| x * c * base.powf(c - T::one()));
-                    add_into(&mut g[a], d);
+                    self.add_into(&mut g[a], d);
                 }
             }
             Op::Exp(a) => {
                 if need(a) {
-                    add_into(&mut g[a], zip_map(gi, y, |x, yv| x * yv));
+                    accumulate!(self, &mut g[a], gi, y, gi, |x, yv, _z| x * yv);
                 }
             }
             Op::Log(a) => {
@@ -393,18 +558,12 @@ impl<'k, T: Real> Tape<'k, T> {
                     // backward weighs it by `e^{-∞} = 0`, the heavy-ball step pins it).
                     // The same convention as `block_dot`'s `0 · ∞`; it reports 0, not a
                     // one-sided derivative, for an empty bin of an atom.
-                    let d = zip_map(
-                        gi,
-                        self.val(a),
-                        |x, av| {
-                            if x == T::zero() {
-                                x
-                            } else {
-                                x / av
-                            }
-                        },
-                    );
-                    add_into(&mut g[a], d);
+                    let av = self.val(a);
+                    accumulate!(self, &mut g[a], gi, av, gi, |x, ya, _z| if x == T::zero() {
+                        x
+                    } else {
+                        x / ya
+                    });
                 }
             }
             Op::Abs(a) => {
@@ -418,7 +577,7 @@ impl<'k, T: Real> Tape<'k, T> {
                             T::zero()
                         }
                     };
-                    add_into(&mut g[a], zip_map(gi, self.val(a), |x, av| x * s(av)));
+                    self.add_into(&mut g[a], zip_map(gi, self.val(a), |x, av| x * s(av)));
                 }
             }
             Op::HeavyBall(p, n, tau, log) => {
@@ -448,7 +607,7 @@ impl<'k, T: Real> Tape<'k, T> {
                             gk * nk.powf(one - tau) * tau * pk.powf(tau - one)
                         }
                     });
-                    add_into(&mut g[p], gp);
+                    self.add_into(&mut g[p], gp);
                 }
                 if need(n) {
                     let gn = Batch::from_fn(nv.rows(), nv.cols(), |i, j| {
@@ -461,7 +620,7 @@ impl<'k, T: Real> Tape<'k, T> {
                             gk * pk.powf(tau) * (one - tau) * nk.powf(-tau)
                         }
                     });
-                    add_into(&mut g[n], gn);
+                    self.add_into(&mut g[n], gn);
                 }
             }
             Op::Tile(d) => {
@@ -474,26 +633,28 @@ impl<'k, T: Real> Tape<'k, T> {
                             *o += v;
                         }
                     }
-                    add_into(&mut g[d], gd);
+                    self.add_into(&mut g[d], gd);
                 }
             }
             Op::Repeat(p, s) => {
                 if need(p) {
                     let (n, m) = self.val(p).shape();
-                    let mut gp = Batch::zeros(n, m);
+                    let mut gp = self.fresh(n, m);
+                    gp.as_mut_slice().fill(T::zero());
                     for c in 0..gi.cols() {
                         for (o, &v) in gp.col_mut(c / s).iter_mut().zip(gi.col(c)) {
                             *o += v;
                         }
                     }
-                    add_into(&mut g[p], gp);
+                    self.add_into(&mut g[p], gp);
                 }
             }
             Op::BlockDot(x, w) => {
                 let (xv, wv) = (self.val(x), self.val(w));
                 let (s, m) = wv.shape();
                 if need(x) {
-                    let mut gx = Batch::zeros(xv.rows(), xv.cols());
+                    // Every column `j·S + k` is written below.
+                    let mut gx = self.fresh(xv.rows(), xv.cols());
                     for j in 0..m {
                         for k in 0..s {
                             let wk = wv.get(k, j);
@@ -502,7 +663,7 @@ impl<'k, T: Real> Tape<'k, T> {
                             }
                         }
                     }
-                    add_into(&mut g[x], gx);
+                    self.add_into(&mut g[x], gx);
                 }
                 if need(w) {
                     let gw =
@@ -512,7 +673,7 @@ impl<'k, T: Real> Tape<'k, T> {
                                 |acc, (&a, &b)| if a == T::zero() { acc } else { acc + a * b },
                             )
                         });
-                    add_into(&mut g[w], gw);
+                    self.add_into(&mut g[w], gw);
                 }
             }
             Op::BlockLse(x, w) => {
@@ -533,13 +694,13 @@ impl<'k, T: Real> Tape<'k, T> {
                         let (j, k) = (c / s, c % s);
                         gi.get(i, j) * wv.get(k, j) * e(k, j, i)
                     });
-                    add_into(&mut g[x], gx);
+                    self.add_into(&mut g[x], gx);
                 }
                 if need(w) {
                     let gw = Batch::from_fn(s, m, |k, j| {
                         (0..n).fold(T::zero(), |acc, i| acc + gi.get(i, j) * e(k, j, i))
                     });
-                    add_into(&mut g[w], gw);
+                    self.add_into(&mut g[w], gw);
                 }
             }
             Op::MatMul(a, b) => {
@@ -554,7 +715,7 @@ impl<'k, T: Real> Tape<'k, T> {
                         T::one(),
                         faer::Par::Seq,
                     );
-                    add_into(&mut g[a], ga);
+                    self.add_into(&mut g[a], ga);
                 }
                 if need(b) {
                     let mut gb = Batch::zeros(bv.rows(), bv.cols());
@@ -566,7 +727,7 @@ impl<'k, T: Real> Tape<'k, T> {
                         T::one(),
                         faer::Par::Seq,
                     );
-                    add_into(&mut g[b], gb);
+                    self.add_into(&mut g[b], gb);
                 }
             }
             Op::BroadcastCol(x) => {
@@ -578,13 +739,13 @@ impl<'k, T: Real> Tape<'k, T> {
                             *o += v;
                         }
                     }
-                    add_into(&mut g[x], gx);
+                    self.add_into(&mut g[x], gx);
                 }
             }
             Op::ColSums(x) => {
                 if need(x) {
                     let (n, m) = self.val(x).shape();
-                    add_into(&mut g[x], Batch::from_fn(n, m, |_, j| gi.get(0, j)));
+                    self.add_into(&mut g[x], Batch::from_fn(n, m, |_, j| gi.get(0, j)));
                 }
             }
             Op::SoftmaxCols(x) => {
@@ -598,34 +759,35 @@ impl<'k, T: Real> Tape<'k, T> {
                             *o = b * (a - dot);
                         }
                     }
-                    add_into(&mut g[x], gx);
+                    self.add_into(&mut g[x], gx);
                 }
             }
             Op::Sum(x) => {
                 if need(x) {
                     let (n, m) = self.val(x).shape();
-                    add_into(&mut g[x], Batch::filled(n, m, gi.get(0, 0)));
+                    self.add_into(&mut g[x], Batch::filled(n, m, gi.get(0, 0)));
                 }
             }
             Op::Dot(a, b) => {
                 let s = gi.get(0, 0);
                 if need(a) {
-                    add_into(&mut g[a], self.val(b).map(|v| s * v));
+                    self.add_into(&mut g[a], self.val(b).map(|v| s * v));
                 }
                 if need(b) {
-                    add_into(&mut g[b], self.val(a).map(|v| s * v));
+                    self.add_into(&mut g[b], self.val(a).map(|v| s * v));
                 }
             }
             Op::SumSq(x) => {
                 if need(x) {
                     let s = gi.get(0, 0) * T::of(2.0);
-                    add_into(&mut g[x], self.val(x).map(|v| s * v));
+                    let xv = self.val(x);
+                    accumulate!(self, &mut g[x], xv, xv, xv, |v, _y, _z| s * v);
                 }
             }
             Op::Given(x, gidx) => {
                 if need(x) {
                     let s = gi.get(0, 0);
-                    add_into(&mut g[x], self.given[gidx].map(|v| s * v));
+                    self.add_into(&mut g[x], self.given[gidx].map(|v| s * v));
                 }
             }
         }
@@ -658,7 +820,7 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         self.push(x, Op::Const, &[])
     }
     fn kernel(&mut self, k: &'k dyn Kernel<T>, x: &Var, transpose: bool) -> Var {
-        let v = apply_new(k, self.val(x.0), transpose);
+        let v = self.apply_fresh(k, self.val(x.0), transpose);
         self.push(v, Op::Kernel(x.0, k, transpose), &[x.0])
     }
     fn log_kernel(&mut self, k: &'k dyn Kernel<T>, x: &Var, transpose: bool) -> Var {
@@ -666,23 +828,25 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         self.push(v, Op::LogKernel(x.0, k, transpose), &[x.0])
     }
     fn add(&mut self, a: &Var, b: &Var) -> Var {
-        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x + y);
+        let v = self.zip(a, b, |x, y| x + y);
         self.push(v, Op::Add(a.0, b.0), &[a.0, b.0])
     }
     fn sub(&mut self, a: &Var, b: &Var) -> Var {
-        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x - y);
+        let v = self.zip(a, b, |x, y| x - y);
         self.push(v, Op::Sub(a.0, b.0), &[a.0, b.0])
     }
     fn mul(&mut self, a: &Var, b: &Var) -> Var {
-        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x * y);
+        let v = self.zip(a, b, |x, y| x * y);
         self.push(v, Op::Mul(a.0, b.0), &[a.0, b.0])
     }
     fn div(&mut self, a: &Var, b: &Var) -> Var {
-        let v = zip_map(self.val(a.0), self.val(b.0), |x, y| x / y);
+        let v = self.zip(a, b, |x, y| x / y);
         self.push(v, Op::Div(a.0, b.0), &[a.0, b.0])
     }
     fn scale(&mut self, a: &Var, c: T) -> Var {
-        let v = self.val(a.0).map(|x| c * x);
+        let av = self.val(a.0);
+        let mut v = self.fresh(av.rows(), av.cols());
+        ops::map_into(av, &mut v, |x| c * x);
         self.push(v, Op::Scale(a.0, c), &[a.0])
     }
     fn powf(&mut self, a: &Var, c: T) -> Var {
@@ -690,12 +854,19 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         self.push(v, Op::Pow(a.0, c), &[a.0])
     }
     fn exp(&mut self, a: &Var) -> Var {
-        let mut v = self.val(a.0).clone();
+        let av = self.val(a.0);
+        let mut v = self.fresh(av.rows(), av.cols());
+        v.as_mut_slice().copy_from_slice(av.as_slice());
         T::exp_slice(v.as_mut_slice());
         self.push(v, Op::Exp(a.0), &[a.0])
     }
     fn log(&mut self, a: &Var) -> Var {
-        let v = self.val(a.0).map(|x| x.ln());
+        // `ln` entry by entry, as `Eager::log`: both backends give the same bits.
+        let av = self.val(a.0);
+        let mut v = self.fresh(av.rows(), av.cols());
+        for (o, &x) in v.as_mut_slice().iter_mut().zip(av.as_slice()) {
+            *o = x.ln();
+        }
         self.push(v, Op::Log(a.0), &[a.0])
     }
     fn heavy_ball(&mut self, prev: &Var, new: &Var, tau: T, log: bool) -> Var {
@@ -703,19 +874,35 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         self.push(v, Op::HeavyBall(prev.0, new.0, tau, log), &[prev.0, new.0])
     }
     fn tile(&mut self, d: &Var, reps: usize) -> Var {
-        let v = ops::tile(self.val(d.0), reps);
+        let dv = self.val(d.0);
+        let mut v = self.fresh(dv.rows(), dv.cols() * reps);
+        ops::tile_into(dv, &mut v);
         self.push(v, Op::Tile(d.0), &[d.0])
     }
     fn repeat(&mut self, p: &Var, s: usize) -> Var {
-        let v = ops::repeat(self.val(p.0), s);
+        let pv = self.val(p.0);
+        let mut v = self.fresh(pv.rows(), pv.cols() * s);
+        ops::repeat_into(pv, s, &mut v);
         self.push(v, Op::Repeat(p.0, s), &[p.0])
     }
     fn block_dot(&mut self, x: &Var, w: &Var) -> Var {
-        let v = ops::block_dot(self.val(x.0), self.val(w.0));
+        let (xv, wv) = (self.val(x.0), self.val(w.0));
+        let mut v = self.fresh(xv.rows(), wv.cols());
+        ops::block_dot_into(xv, wv, &mut v);
         self.push(v, Op::BlockDot(x.0, w.0), &[x.0, w.0])
     }
     fn block_lse(&mut self, x: &Var, w: &Var) -> Var {
         let v = ops::block_lse(self.val(x.0), self.val(w.0));
         self.push(v, Op::BlockLse(x.0, w.0), &[x.0, w.0])
+    }
+}
+
+impl<T: Real> Tape<'_, T> {
+    /// `f(a, b)` entry by entry into a buffer of the pool.
+    fn zip(&self, a: &Var, b: &Var, f: impl Fn(T, T) -> T) -> Batch<T> {
+        let (av, bv) = (self.val(a.0), self.val(b.0));
+        let mut v = self.fresh(av.rows(), av.cols());
+        ops::zip_map_into(av, bv, &mut v, f);
+        v
     }
 }

@@ -401,6 +401,71 @@ proptest! {
         worst_ratio("banded apply_cost", &cg, &cd, |w| crtol * w.abs() + atol)?;
     }
 
+    /// The band from the error bound (`GridKernel::band_for`, narrower than the underflow
+    /// band `bands()`) == the full dense sum, for inputs of dynamic range up to 10¹²,
+    /// nonnegative and signed, in f64 and f32. Tolerance: the rounding bound of the
+    /// separable product (`apply_rtol`) plus the bound's own `ε/4` per axis, both
+    /// relative to `Σ_j K_ij |x_j|` (the dense kernel applied to `|x|`), which for a
+    /// nonnegative input is the result itself.
+    #[test]
+    fn bound_band_matches_full_sum(
+        big in 150usize..=300,
+        small in 1usize..=3,
+        layout in 0usize..3,
+        gamma in 0.5f64..4.0,
+        log_ratio in 0.0f64..12.0,
+        signed in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let shape = match layout {
+            0 => vec![big],
+            1 => vec![big, small],
+            _ => vec![small, big],
+        };
+        let grid = Grid::new(&shape).unwrap().with_units(GridUnits::Pixel);
+        let g = GridKernel::<f64>::new(&grid, gamma).unwrap();
+        let g32 = GridKernel::<f32>::new(&grid, gamma as f32).unwrap();
+        let ia = shape.iter().position(|&s| s == big).unwrap();
+        let ratio = 10f64.powf(log_ratio);
+        // The case must exercise a band narrower than the underflow band, tiled.
+        for (w, cap) in [(g.band_for(ia, ratio), g.bands()[ia]), (g32.band_for(ia, ratio), g32.bands()[ia])] {
+            prop_assert!(w < cap, "bound band {} not below the underflow band {}", w, cap);
+            prop_assert!((4 * w).max(64) + 2 * w < big * 4 / 5, "band {} not tiled at n = {}", w, big);
+        }
+        let dk = dense_of(&grid, gamma);
+        let n = grid.len();
+        let mut rng = StdRng::seed_from_u64(seed);
+        // Log-uniform magnitudes in [1, ratio]: max/min ≤ ratio, the bound's premise.
+        let x = Batch::from_fn(n, 3, |_, _| {
+            let m = 10f64.powf(rng.random_range(0.0..=log_ratio));
+            if signed && rng.random_bool(0.5) { -m } else { m }
+        });
+        let x32 = Batch::<f32>::from_fn(n, 3, |i, j| x.get(i, j) as f32);
+        let x32_64 = Batch::from_fn(n, 3, |i, j| x32.get(i, j) as f64);
+        let d = shape.len() as f64;
+        for (eps, got, xin) in [
+            (EPS, apply_new(&g, &x, false), &x),
+            (EPS32, {
+                let y = apply_new(&g32, &x32, false);
+                Batch::from_fn(n, 3, |i, j| y.get(i, j) as f64)
+            }, &x32_64),
+        ] {
+            let want = apply_new(&dk, xin, false);
+            let abs_x = Batch::from_fn(n, 3, |i, j| xin.get(i, j).abs());
+            let scale = apply_new(&dk, &abs_x, false);
+            let rtol = apply_rtol(eps, &shape) + d * eps / 4.0;
+            for k in 0..n * 3 {
+                let (gv, wv, sv) = (got.as_slice()[k], want.as_slice()[k], scale.as_slice()[k]);
+                prop_assert!(
+                    (gv - wv).abs() <= rtol * sv,
+                    "ε = {:e}: entry {}: got {:e}, want {:e}, scale {:e}, rtol {:e}",
+                    eps, k, gv, wv, sv, rtol
+                );
+            }
+            report("bound_band_vs_dense_rel", max_rel(&got, &want));
+        }
+    }
+
     /// The adaptive log-domain window drops only terms below one ulp of each result: the
     /// grid's log application equals a full-window replica of Algorithm 3 (same argument
     /// rounding, every term summed with the standard `exp`) to a few ulp per axis, while

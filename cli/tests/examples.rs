@@ -319,7 +319,11 @@ fn cardiac_scale_quick() {
     for f32 in [false, true] {
         let dir = out_dir(if f32 { "cardiac32" } else { "cardiac64" });
         let settings = cardiac_scale::common::Settings::quick(&dir);
-        let opts = cardiac_scale::Options { f32, iters: None };
+        let opts = cardiac_scale::Options {
+            f32,
+            iters: None,
+            threads: 1,
+        };
         let m = cardiac_scale::run_with(&settings, &opts).unwrap();
         let v = check_result_line(
             &m.result_line(),

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::real::Real;
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Coordinates and cost scaling of a grid, so numbers can be matched with each peer library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -128,13 +129,19 @@ struct Axis<T: Real> {
     kc: Batch<T>,
     /// Half-width beyond which `K` underflows to exactly zero in `T`.
     band: usize,
+    /// The narrowest band [`bound_band`] can give (an input of constant magnitude):
+    /// when even that band does not make the product tiled, no input can, and the
+    /// per-image magnitudes need not be measured.
+    min_band: usize,
 }
 
 /// Separable Gibbs kernel on a [`Grid`] with squared Euclidean cost.
 ///
 /// `K = K_0 ⊗ K_1 ⊗ ...` is applied one axis at a time: cost `O(N (n_0 + n_1 + ...))`
 /// per histogram instead of `O(N²)` (section 4.1.2). Each axis is a GEMM over the whole
-/// batch, restricted to the band where `K` is nonzero in floating point; in the log
+/// batch, restricted to a band around the diagonal: per image, the narrowest one whose
+/// dropped terms are provably below a quarter ulp of every result
+/// ([`GridKernel::band_for`]), at most the band where `K` is nonzero in `T`; in the log
 /// domain each output uses a window chosen per row so that every dropped term is below
 /// one ulp of the result (see [`GridKernel::mean_log_window`]).
 ///
@@ -152,6 +159,10 @@ pub struct GridKernel<T: Real> {
     par: Par,
     win_sum: AtomicU64,
     win_count: AtomicU64,
+    /// The ping-pong buffer of [`GridKernel::chain`], kept between applications so that
+    /// an application allocates (and page-faults) nothing; an application that finds it
+    /// in use by another thread allocates its own.
+    scratch: Mutex<Vec<T>>,
 }
 
 impl<T: Real> Clone for GridKernel<T> {
@@ -163,6 +174,7 @@ impl<T: Real> Clone for GridKernel<T> {
             par: self.par,
             win_sum: AtomicU64::new(0),
             win_count: AtomicU64::new(0),
+            scratch: Mutex::new(Vec::new()),
         }
     }
 }
@@ -189,6 +201,7 @@ impl<T: Real> GridKernel<T> {
                     .rev()
                     .find(|&d| k.get(0, d) != T::zero())
                     .unwrap_or(0);
+                let min_band = bound_band::<T>(c1g, 1.0, band);
                 Axis {
                     n,
                     c1,
@@ -196,6 +209,7 @@ impl<T: Real> GridKernel<T> {
                     k,
                     kc,
                     band,
+                    min_band,
                 }
             })
             .collect();
@@ -206,6 +220,7 @@ impl<T: Real> GridKernel<T> {
             par: Par::Seq,
             win_sum: AtomicU64::new(0),
             win_count: AtomicU64::new(0),
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -221,9 +236,21 @@ impl<T: Real> GridKernel<T> {
         &self.grid
     }
 
-    /// Per axis, the half-width beyond which `K` is exactly zero in `T` (the scaling-domain band).
+    /// Per axis, the half-width beyond which `K` is exactly zero in `T`: the widest
+    /// scaling-domain band (see [`GridKernel::band_for`] for the one an application uses).
     pub fn bands(&self) -> Vec<usize> {
         self.axes.iter().map(|a| a.band).collect()
+    }
+
+    /// The scaling-domain band of axis `axis` for an image whose entries satisfy
+    /// `max |x| / min |x| ≤ ratio` (`∞` when an entry is zero): the smallest half-width
+    /// `w` whose dropped terms change no output by more than a quarter of `T`'s machine
+    /// epsilon relative to `Σ_j K_ij |x_j|` (the proof is at [`bound_band`]), never
+    /// wider than [`GridKernel::bands`]. Every application of `K` (not of `K ⊙ C`)
+    /// measures `ratio` per image and uses this band.
+    pub fn band_for(&self, axis: usize, ratio: f64) -> usize {
+        let ax = &self.axes[axis];
+        bound_band::<T>(ax.c1g, ratio, ax.band)
     }
 
     /// Mean half-width of the log-domain windows used since the kernel was built
@@ -254,7 +281,18 @@ impl<T: Real> GridKernel<T> {
             step(0, x.as_slice(), out.as_mut_slice(), inner, blocks);
             return;
         }
-        let mut tmp = vec![T::zero(); total];
+        // The scratch buffer is fully overwritten by the first step that writes it (every
+        // step writes all of `dst`): stale values from an earlier application are harmless.
+        let mut own = Vec::new();
+        let mut guard = self.scratch.try_lock().ok();
+        let buf = match guard.as_mut() {
+            Some(g) => &mut **g,
+            None => &mut own,
+        };
+        if buf.len() < total {
+            buf.resize(total, T::zero());
+        }
+        let tmp = &mut buf[..total];
         // With d axes, start in `out` when d is odd, in `tmp` when even, so the last lands in `out`.
         let mut in_out = d % 2 == 1;
         for a in 0..d {
@@ -263,14 +301,14 @@ impl<T: Real> GridKernel<T> {
                 if in_out {
                     step(a, x.as_slice(), out.as_mut_slice(), inner, blocks);
                 } else {
-                    step(a, x.as_slice(), &mut tmp, inner, blocks);
+                    step(a, x.as_slice(), tmp, inner, blocks);
                 }
             } else if in_out {
-                step(a, out.as_slice(), &mut tmp, inner, blocks);
+                step(a, out.as_slice(), tmp, inner, blocks);
                 in_out = false;
                 continue;
             } else {
-                step(a, &tmp, out.as_mut_slice(), inner, blocks);
+                step(a, tmp, out.as_mut_slice(), inner, blocks);
                 in_out = true;
                 continue;
             }
@@ -279,23 +317,37 @@ impl<T: Real> GridKernel<T> {
     }
 
     fn apply_with(&self, x: &Batch<T>, out: &mut Batch<T>, pick: impl Fn(usize) -> bool) {
+        let image = self.grid.len();
         self.chain(x, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
-            let m = if pick(a) { &ax.kc } else { &ax.k };
+            let weighted = pick(a);
+            let m = if weighted { &ax.kc } else { &ax.k };
             // One part per thread: whole blocks (`inner > 1`) or whole lines (`inner == 1`).
             let unit = if inner == 1 { ax.n } else { ax.n * inner };
+            // The band of each image comes from the magnitudes of its own entries (all of
+            // them, whichever thread holds which part of the image): a column's result
+            // does not depend on the other columns of the batch, so chunked gradients
+            // equal unchunked ones. `K ⊙ C` has a zero diagonal, which the bound of
+            // `bound_band` needs to be one: it keeps the underflow band. When not even the
+            // narrowest band makes the product tiled, every band gives the same full GEMM.
+            let measured = !weighted && tiles(ax.n, ax.min_band).is_some();
+            let start = src.as_ptr() as usize;
             let th = threads(self.par, src.len() * (2 * ax.band + 1).min(ax.n));
             in_parts(th, unit, src, dst, |s, d| {
-                axis_gemm(
-                    m.view(),
-                    ax.band,
-                    s,
-                    d,
-                    ax.n,
-                    inner,
-                    s.len() / unit,
-                    Par::Seq,
-                )
+                let units = s.len() / unit;
+                if measured {
+                    // Offset of the part in the batch, to find its units' images.
+                    let first = (s.as_ptr() as usize - start) / std::mem::size_of::<T>();
+                    let image_of = |u: usize| (first + u * unit) / image;
+                    // Measured just before the image's GEMM, which then finds it in cache.
+                    let band_of = |img: usize| {
+                        let whole = &src[img * image..(img + 1) * image];
+                        bound_band::<T>(ax.c1g, magnitude_ratio(whole), ax.band)
+                    };
+                    axis_gemm(m.view(), image_of, band_of, s, d, ax.n, inner, units)
+                } else {
+                    axis_gemm(m.view(), |_| 0, |_| ax.band, s, d, ax.n, inner, units)
+                }
             });
         });
     }
@@ -325,31 +377,130 @@ impl<T: Real> GridKernel<T> {
 }
 
 /// One axis of the scaling-domain application: for every block, `dst = X K_a` where
-/// `X` is `inner × n` (or `dst = K_a X` over all blocks at once when `inner == 1`).
+/// `X` is `inner × n` (or `dst = K_a X` over the lines when `inner == 1`). Unit `u` (a
+/// block, or a line) belongs to image `image_of(u)`, whose band `band_of(image)` is asked
+/// once per run of units of that image; consecutive lines of one image go through one
+/// GEMM (all lines at once when `image_of` is constant).
 #[allow(clippy::too_many_arguments)]
 fn axis_gemm<T: Real>(
     k: MatRef<'_, T>,
-    band: usize,
+    image_of: impl Fn(usize) -> usize,
+    band_of: impl Fn(usize) -> usize,
     src: &[T],
     dst: &mut [T],
     n: usize,
     inner: usize,
-    blocks: usize,
-    par: Par,
+    units: usize,
 ) {
     if inner == 1 {
-        let x = MatRef::from_column_major_slice(src, n, blocks);
-        let out = MatMut::from_column_major_slice_mut(dst, n, blocks);
-        banded_left(k, band, x, out, par);
+        let mut u0 = 0;
+        while u0 < units {
+            let img = image_of(u0);
+            let mut u1 = u0 + 1;
+            while u1 < units && image_of(u1) == img {
+                u1 += 1;
+            }
+            let (s, d) = (&src[u0 * n..u1 * n], &mut dst[u0 * n..u1 * n]);
+            let x = MatRef::from_column_major_slice(s, n, u1 - u0);
+            let out = MatMut::from_column_major_slice_mut(d, n, u1 - u0);
+            banded_left(k, band_of(img), x, out, Par::Seq);
+            u0 = u1;
+        }
     } else {
         let sz = n * inner;
-        for (s, d) in src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz)) {
+        let mut cached: Option<(usize, usize)> = None;
+        for (u, (s, d)) in src
+            .chunks_exact(sz)
+            .zip(dst.chunks_exact_mut(sz))
+            .enumerate()
+        {
             let x = MatRef::from_column_major_slice(s, inner, n);
             let out = MatMut::from_column_major_slice_mut(d, inner, n);
+            let img = image_of(u);
+            let band = match cached {
+                Some((i, b)) if i == img => b,
+                _ => {
+                    let b = band_of(img);
+                    cached = Some((img, b));
+                    b
+                }
+            };
             // K_a is symmetric, so X K_aᵀ = X K_a.
-            banded_right(x, k, band, out, par);
+            banded_right(x, k, band, out, Par::Seq);
         }
     }
+}
+
+/// `max |x| / min |x|` over an image, in `f64`: `∞` when an entry is zero or infinite
+/// (then only the underflow band is safe, see [`bound_band`]).
+fn magnitude_ratio<T: Real>(x: &[T]) -> f64 {
+    // Lane-wise minima and maxima (comparisons and selects), so the pass vectorizes. A
+    // NaN compares false and is skipped: it makes its outputs NaN whatever the band.
+    const W: usize = 16;
+    let (mut lo, mut hi) = ([T::infinity(); W], [T::zero(); W]);
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            let mut chunks = x.chunks_exact(W);
+            for c in &mut chunks {
+                for k in 0..W {
+                    let a = c[k].abs();
+                    lo[k] = if a < lo[k] { a } else { lo[k] };
+                    hi[k] = if a > hi[k] { a } else { hi[k] };
+                }
+            }
+            for &v in chunks.remainder() {
+                let a = v.abs();
+                lo[0] = if a < lo[0] { a } else { lo[0] };
+                hi[0] = if a > hi[0] { a } else { hi[0] };
+            }
+        },
+    );
+    let (mut l, mut h) = (f64::INFINITY, 0.0f64);
+    for k in 0..W {
+        l = l.min(lo[k].to_f64_());
+        h = h.max(hi[k].to_f64_());
+    }
+    if l > 0.0 && h.is_finite() {
+        h / l
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The scaling-domain band of an axis whose kernel is `exp(-c1g δ²)` (`c1g` as stored,
+/// in `T`), for inputs with `max |x| / min |x| ≤ ratio`: the smallest `w ≤ cap` with
+/// `16 · ratio · τ(w) ≤ ε`, `τ(w) = e^{-c (w+1)²} / (1 − e^{-2c (w+1)})`, `c = c1g` and
+/// `ε` the machine epsilon of `T`; `cap` (the underflow band, exact) when no smaller
+/// `w` qualifies or `ratio` is infinite.
+///
+/// **Bound.** Along one line of the axis, `(K x)_i = Σ_j e^{-c (i-j)²} x_j`. The banded
+/// product keeps at least the terms with `|i − j| ≤ w` (a tile keeps more, never fewer)
+/// and drops a subset of the others, whose sum is at most
+/// `max|x| · 2 Σ_{δ>w} e^{-c δ²} ≤ 2 max|x| τ(w)`, because
+/// `Σ_{δ>w} e^{-c δ²} = e^{-c (w+1)²} Σ_{k≥0} e^{-c (2(w+1)k + k²)} ≤ e^{-c (w+1)²} Σ_k e^{-2c (w+1) k}`.
+/// The diagonal of `K` is `e^0 = 1`, so `Σ_j K_ij |x_j| ≥ |x_i| ≥ min|x|`: the dropped
+/// sum is at most `2 ratio τ(w) · Σ_j K_ij |x_j|`. The stored entries are
+/// `exp(-(c1g δ δ))` rounded in `T`, within a factor `(1 + ε)³ e^{3ε c δ²} < 2` of the
+/// exact ones below the underflow limit, so the dropped stored terms are at most
+/// `4 ratio τ(w) Σ_j K_ij |x_j| ≤ (ε/4) Σ_j K_ij |x_j|`. For a nonnegative input (the
+/// forward iterations) that is a relative change of at most `ε/4` per axis, a quarter of
+/// one rounding; for a signed one (the backward pass) it is below the GEMM's own
+/// rounding bound `n ε Σ_j K_ij |x_j|`. Example: γ = 2 px², `ratio = 10¹⁰` gives `w = 11`
+/// in `f64` and `w = 9` in `f32` (underflow bands 38 and 14; `ratio = 10⁵`: 10 and 7).
+fn bound_band<T: Real>(c1g: T, ratio: f64, cap: usize) -> usize {
+    let c = c1g.to_f64_();
+    if !(ratio.is_finite() && c > 0.0) {
+        return cap;
+    }
+    let target = (T::epsilon().to_f64_() / (16.0 * ratio.max(1.0))).ln();
+    (0..cap)
+        .find(|&w| {
+            let t = (w + 1) as f64;
+            // ln τ(w) = -c t² − ln(1 − e^{-2ct})
+            -c * t * t - (-(-2.0 * c * t).exp_m1()).ln() <= target
+        })
+        .unwrap_or(cap)
 }
 
 /// Output tiles for a banded product: worth it only when the band is well inside the axis.
@@ -828,7 +979,7 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
         let axes: Vec<String> = self
             .axes
             .iter()
-            .map(|a| format!("n={} band=±{}", a.n, a.band))
+            .map(|a| format!("n={} band=±{} (±{} at max/min 1)", a.n, a.band, a.min_band))
             .collect();
         format!(
             "separable {:?} grid kernel ({:?} units), γ = {}, {}, axes [{}]",
