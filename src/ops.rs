@@ -5,6 +5,7 @@
 //! [`crate::tape::Tape`] the same code records a differentiable graph.
 
 use crate::batch::Batch;
+use crate::kernel::lse::lse_weighted;
 use crate::kernel::{apply_log_new, apply_new, Kernel};
 use crate::real::Real;
 
@@ -177,28 +178,21 @@ pub(crate) fn block_dot<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
     out
 }
 
+/// Column `m` = `log Σ_s w[s, m] exp(x[:, m·S + s])` (eq. 22-24's barycenter in the log
+/// domain), by the crate's one weighted logsumexp ([`crate::kernel::lse::lse_weighted`]):
+/// a zero weight drops its atom whatever its `x` (`0 · e^{+∞}` must not poison the sum).
 pub(crate) fn block_lse<T: Real>(x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
     let (n, s, m) = (x.rows(), w.rows(), w.cols());
+    debug_assert_eq!(x.cols(), s * m);
     let mut out = Batch::zeros(n, m);
+    let mut t = vec![T::zero(); s];
     for j in 0..m {
+        let wj = w.col(j);
         for i in 0..n {
-            let mx = (0..s)
-                .filter(|&k| w.get(k, j) > T::zero())
-                .fold(T::neg_infinity(), |a, k| a.max(x.get(i, j * s + k)));
-            let v = if mx == T::neg_infinity() || !mx.is_finite() {
-                mx
-            } else {
-                let sum = (0..s).fold(T::zero(), |acc, k| {
-                    let wk = w.get(k, j);
-                    if wk > T::zero() {
-                        acc + wk * (x.get(i, j * s + k) - mx).exp()
-                    } else {
-                        acc
-                    }
-                });
-                mx + sum.ln()
-            };
-            out.set(i, j, v);
+            for (k, tk) in t.iter_mut().enumerate() {
+                *tk = x.get(i, j * s + k);
+            }
+            out.set(i, j, lse_weighted(&mut t, wj));
         }
     }
     out

@@ -1,10 +1,10 @@
 //! Entropic optimal transport between histograms (eq. 3-4), batched over pairs.
 
-use crate::barycenter::Stop;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernel::{apply_log_new, apply_new, Kernel};
 use crate::real::Real;
+use crate::solver::{marginal_error, Stop};
 use crate::validate;
 
 /// Sinkhorn settings.
@@ -99,27 +99,8 @@ pub(crate) fn sinkhorn_masses<T: Real>(
         validate::nonnegative("a", a)?;
         validate::nonnegative("b", b)?;
     }
-    let (tol, max_iter) = match cfg.stop {
-        Stop::Iterations(0) => {
-            return Err(Error::InvalidParameter {
-                arg: "iterations",
-                requirement: ">= 1",
-                value: 0.0,
-            })
-        }
-        Stop::Iterations(l) => (None, l),
-        Stop::Tolerance { max_iter: 0, .. } => {
-            return Err(Error::InvalidParameter {
-                arg: "max_iter",
-                requirement: ">= 1",
-                value: 0.0,
-            })
-        }
-        Stop::Tolerance { tol, max_iter } => {
-            validate::positive("tol", tol)?;
-            (Some(tol), max_iter)
-        }
-    };
+    cfg.stop.validate()?;
+    let (tol, max_iter) = cfg.stop.parts();
     let gamma = kernel.gamma();
     let bcols = a.cols();
     // Work with log scalings lu = f/γ, lv = g/γ in the log domain, u, v otherwise.
@@ -158,7 +139,7 @@ pub(crate) fn sinkhorn_masses<T: Real>(
                 |x, y| if x == T::neg_infinity() { x } else { x - y },
             );
             let lktu = apply_log_new(kernel, &u, true);
-            err = l1_error(&v, &lktu, b, true);
+            err = marginal_error(&v, &lktu, b, true);
             v = zip(
                 &logb,
                 &lktu,
@@ -168,7 +149,7 @@ pub(crate) fn sinkhorn_masses<T: Real>(
             let kv = apply_new(kernel, &v, false);
             u = zip(a, &kv, |x, y| if x == T::zero() { x } else { x / y });
             let ktu = apply_new(kernel, &u, true);
-            err = l1_error(&v, &ktu, b, false);
+            err = marginal_error(&v, &ktu, b, false);
             v = zip(b, &ktu, |x, y| if x == T::zero() { x } else { x / y });
         }
         iterations = l;
@@ -340,23 +321,6 @@ fn exp0<T: Real>(x: T) -> T {
     } else {
         x.exp()
     }
-}
-
-/// `max_col ‖v ⊙ Kᵀu − b‖₁` (log inputs when `log`).
-fn l1_error<T: Real>(v: &Batch<T>, ktu: &Batch<T>, b: &Batch<T>, log: bool) -> f64 {
-    // NaN-propagating max over pairs: `fold(0.0, f64::max)` dropped a NaN column, so a
-    // diverged pair passed the stopping test and the solve returned `Ok` with garbage.
-    validate::nan_max((0..b.cols()).map(|j| {
-        v.col(j)
-            .iter()
-            .zip(ktu.col(j))
-            .zip(b.col(j))
-            .map(|((&x, &y), &bi)| {
-                let m = if log { exp0(add_log(x, y)) } else { x * y };
-                (m - bi).abs().to_f64_()
-            })
-            .sum::<f64>()
-    }))
 }
 
 /// `⟨T, C⟩ = Σ_ij exp(lu_i + lv_j − C_ij/γ) C_ij` (eq. 3's transport term) for every

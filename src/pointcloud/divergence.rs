@@ -47,11 +47,12 @@
 
 use super::cost::{cost_matrix_row_major, Cost};
 use super::PointCloud;
-use crate::barycenter::Stop;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::ops::Ops;
 use crate::real::Real;
+use crate::solver;
+use crate::solver::Stop;
 use crate::tape::{Tape, Var};
 use crate::validate;
 use faer::Par;
@@ -80,8 +81,9 @@ pub struct SinkhornDivergenceConfig {
     /// until the largest change of a potential is below `tol` (or for a fixed number of
     /// iterations), which converges to the exact `S_ε`.
     pub refine: Option<Stop>,
-    /// Threads for the row-wise log-sum-exps (1: sequential; 0: all available). Small
-    /// problems (fewer than ~16k cost entries) always run sequentially.
+    /// Threads for the row-wise log-sum-exps (1: sequential; 0: all available), the
+    /// caller's [`faer::Par`] as a count. A sweep over fewer cost entries than the crate's
+    /// one work threshold (2²⁴) runs on one thread whatever the setting.
     pub threads: usize,
 }
 
@@ -114,10 +116,7 @@ impl SinkhornDivergenceConfig {
         if let Some(d) = self.diameter {
             validate::positive("diameter", d)?;
         }
-        match self.refine {
-            Some(Stop::Tolerance { tol, .. }) => validate::positive("refine.tol", tol),
-            _ => Ok(()),
-        }
+        self.refine.map_or(Ok(()), |stop| stop.validate())
     }
 }
 
@@ -322,9 +321,6 @@ fn exp_kept<T: Real>(t: &mut [T], bmax: &[T], mx: T) {
     t[next..].iter_mut().for_each(|v| *v = T::zero());
 }
 
-/// Rows per parallel task below which splitting costs more than it saves.
-const MIN_PAR_ENTRIES: usize = 16_384;
-
 /// How the entries `C_ij` of a softmin are obtained.
 enum Entries<'a, T> {
     /// A stored row-major `rows × cols` matrix (any cost).
@@ -449,6 +445,7 @@ fn sub_sq_max<T: Real>(t: &mut [T], q: &[T], x: T, c: T) -> T {
 struct Work<T> {
     bufs: Vec<Vec<T>>,
     hmax: Vec<T>,
+    par: Par,
 }
 
 /// Per-row gradient request of the last extrapolation: for row `i`,
@@ -461,37 +458,25 @@ struct GradRequest<'a, T: Real> {
     cost: Cost,
 }
 
-/// Splits the rows in halves across `scratch.len()` workers (one scratch buffer each)
-/// with faer's fork-join on the rayon pool, then runs `kernel` on contiguous row ranges.
+/// Runs `kernel` on contiguous row ranges, one per worker (one scratch buffer each),
+/// through the crate's threading helper ([`crate::solver::run_parts`]).
 #[allow(clippy::type_complexity)]
 fn split_rows<T: Real>(
-    start: usize,
     out: &mut [T],
     grad: Option<&mut [T]>,
     dim: usize,
     scratch: &mut [Vec<T>],
     kernel: &(dyn Fn(usize, &mut [T], Option<&mut [T]>, &mut Vec<T>) + Sync),
 ) {
-    let n = out.len();
-    if scratch.len() <= 1 || n < 2 {
-        kernel(start, out, grad, &mut scratch[0]);
-        return;
-    }
-    let mid = n / 2;
-    let (o1, o2) = out.split_at_mut(mid);
-    let (g1, g2) = match grad {
-        Some(g) => {
-            let (a, b) = g.split_at_mut(mid * dim);
-            (Some(a), Some(b))
-        }
-        None => (None, None),
+    let per = solver::part_len(out.len(), 1, scratch.len());
+    let grads: Vec<Option<&mut [T]>> = match grad {
+        Some(g) => g.chunks_mut((per * dim).max(1)).map(Some).collect(),
+        None => (0..out.len().div_ceil(per)).map(|_| None).collect(),
     };
-    let (s1, s2) = scratch.split_at_mut(scratch.len() / 2);
-    faer::utils::thread::join_raw(
-        |_| split_rows(start, o1, g1, dim, s1, kernel),
-        |_| split_rows(start + mid, o2, g2, dim, s2, kernel),
-        Par::rayon(2),
-    );
+    let parts = out.chunks_mut(per).zip(grads).zip(scratch.iter_mut());
+    solver::run_parts(parts.enumerate(), |(k, ((o, g), buf))| {
+        kernel(k * per, o, g, buf)
+    });
 }
 
 /// `softmin_ε(C, h)` into `out` (GeomLoss's `softmin_tensorized`), optionally with the
@@ -507,11 +492,7 @@ fn softmin<T: Real>(
     let rows = out.len();
     let cols = m.cols;
     let inv_eps = T::one() / eps;
-    let workers = if rows * cols >= MIN_PAR_ENTRIES {
-        work.bufs.len()
-    } else {
-        1
-    };
+    let workers = solver::threads(work.par, rows * cols).clamp(1, work.bufs.len());
     let nblocks = cols.div_ceil(BLOCK);
     work.hmax.clear();
     work.hmax.extend(h.chunks(BLOCK).map(|c| {
@@ -571,7 +552,7 @@ fn softmin<T: Real>(
             }
         }
     };
-    split_rows(0, out, gslice, dim, &mut work.bufs[..workers], &kernel);
+    split_rows(out, gslice, dim, &mut work.bufs[..workers], &kernel);
 }
 
 /// `h = log w + f/ε` (GeomLoss's `α_log + f/ε`), with `log 0 = −∞`.
@@ -713,12 +694,10 @@ pub(crate) fn divergence_parts<T: Real>(
     };
     let (la, lb) = (log(x.weights()), log(y.weights()));
 
-    let threads = match cfg.threads {
-        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
-        t => t,
-    };
+    let par = solver::par_from_count(cfg.threads);
     let mut work = Work {
-        bufs: (0..threads.max(1))
+        par,
+        bufs: (0..par.degree().max(1))
             .map(|_| Vec::with_capacity(n.max(m) + n.max(m) / BLOCK + 1))
             .collect(),
         hmax: Vec::with_capacity(n.max(m) / BLOCK + 1),
@@ -779,10 +758,7 @@ pub(crate) fn divergence_parts<T: Real>(
 
     let eps = T::of(*epsilons.last().expect("schedule is never empty"));
     if let Some(stop) = cfg.refine {
-        let (tol, max_iter) = match stop {
-            Stop::Iterations(l) => (None, l),
-            Stop::Tolerance { tol, max_iter } => (Some(tol), max_iter),
-        };
+        let (tol, max_iter) = stop.parts();
         // The self problems OT(α, α) and OT(β, β) do not depend on the cross one (nor on
         // each other), so each stops on its own once its potentials move by less than
         // `tol`: running them on until the cross problem converges (10-20 steps against
