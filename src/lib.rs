@@ -67,7 +67,7 @@ pub use barycenter::{barycenters, BarycenterConfig, Barycenters, Scalings};
 pub use batch::Batch;
 pub use error::{Error, Result};
 pub use gradient::{loss_and_grad, GradOptions, GradientMethod, LossGrad};
-pub use kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel};
+pub use kernel::{DenseKernel, Grid, GridKernel, GridUnits, Kernel, PointCloudKernel};
 pub use loss::Loss;
 pub use ops::{Eager, Ops};
 pub use real::Real;
