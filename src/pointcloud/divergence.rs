@@ -53,6 +53,7 @@ use crate::kernel::points::GradRequest;
 use crate::kernel::PointCloudKernel;
 use crate::ops::Ops;
 use crate::real::Real;
+use crate::sinkhorn::{average_into, epsilon_scaling, shifted_logs};
 use crate::solver;
 use crate::solver::Stop;
 use crate::tape::{Tape, Var};
@@ -214,25 +215,6 @@ fn softmin<T: Real>(
     }
 }
 
-/// `h = log w + f/ε` (GeomLoss's `α_log + f/ε`), with `log 0 = −∞`.
-fn shifted_logs<T: Real>(logw: &[T], f: &[T], eps: T, h: &mut [T]) {
-    let inv = T::one() / eps;
-    for ((hj, &l), &fj) in h.iter_mut().zip(logw).zip(f) {
-        *hj = l + fj * inv;
-    }
-}
-
-fn average_into<T: Real>(f: &mut [T], ft: &[T]) -> f64 {
-    let half = T::of(0.5);
-    let mut ch = 0.0f64;
-    for (a, &b) in f.iter_mut().zip(ft) {
-        let new = half * (*a + b);
-        ch = ch.max((new - *a).abs().to_f64_());
-        *a = new;
-    }
-    ch
-}
-
 fn replace_into<T: Real>(f: &mut [T], ft: &[T]) -> f64 {
     let mut ch = 0.0f64;
     for (a, &b) in f.iter_mut().zip(ft) {
@@ -368,58 +350,32 @@ pub(crate) fn divergence_parts<T: Real>(
     };
     let (la, lb) = (log(x.weights()), log(y.weights()));
 
-    let (mut a_x, mut b_x, mut at_x, mut bt_x) = (
-        vec![T::zero(); n],
-        vec![T::zero(); n],
-        vec![T::zero(); n],
-        vec![T::zero(); n],
-    );
-    let (mut b_y, mut a_y, mut bt_y, mut at_y) = (
-        vec![T::zero(); m],
-        vec![T::zero(); m],
-        vec![T::zero(); m],
-        vec![T::zero(); m],
-    );
+    // Potentials (GeomLoss's names: `b_x` = the cross potential on x, `a_y` on y, `a_x`
+    // and `b_y` the self ones) and the updates of the refinement and the extrapolation.
+    let (mut a_x, mut at_x, mut bt_x) =
+        (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n]);
+    let (mut b_y, mut bt_y, mut at_y) =
+        (vec![T::zero(); m], vec![T::zero(); m], vec![T::zero(); m]);
     let (mut hn, mut hm) = (vec![T::zero(); n], vec![T::zero(); m]);
 
-    // Initialization at ε₀ from zero potentials: softmin(ε, C, log w).
+    // The ε-scaling loop (steps 1-2 of the module docs) through the crate's Sinkhorn
+    // module, once per problem: OT(α, β) with the cross kernel (`f` = `b_x` on x, `g` =
+    // `a_y` on y), the self problems with their symmetric kernels. The three do not
+    // depend on each other until the refinement.
+    let cross = epsilon_scaling(|e| kxy.at_gamma(e), &la, &lb, &epsilons, false);
+    let mut last_change = cross.last_change;
+    let (mut b_x, mut a_y) = (cross.f, cross.g);
     if run_xx {
-        softmin(self_kernel(kxx), eps0, &la, &mut a_x, false, None);
+        let s = epsilon_scaling(|e| self_kernel(kxx).at_gamma(e), &la, &la, &epsilons, true);
+        last_change = last_change.max(s.last_change);
+        a_x = s.f;
     }
     if run_yy {
-        softmin(self_kernel(kyy), eps0, &lb, &mut b_y, false, None);
+        let s = epsilon_scaling(|e| self_kernel(kyy).at_gamma(e), &lb, &lb, &epsilons, true);
+        last_change = last_change.max(s.last_change);
+        b_y = s.f;
     }
-    softmin(&kxy, eps0, &la, &mut a_y, true, None);
-    softmin(&kxy, eps0, &lb, &mut b_x, false, None);
-
-    let mut iterations = 0usize;
-    let mut last_change = f64::INFINITY;
-    for &e in &epsilons {
-        let eps = T::of(e);
-        let mut ch = 0.0f64;
-        if run_xx {
-            shifted_logs(&la, &a_x, eps, &mut hn);
-            softmin(self_kernel(kxx), eps, &hn, &mut at_x, false, None);
-        }
-        if run_yy {
-            shifted_logs(&lb, &b_y, eps, &mut hm);
-            softmin(self_kernel(kyy), eps, &hm, &mut bt_y, false, None);
-        }
-        shifted_logs(&la, &b_x, eps, &mut hn);
-        softmin(&kxy, eps, &hn, &mut at_y, true, None);
-        shifted_logs(&lb, &a_y, eps, &mut hm);
-        softmin(&kxy, eps, &hm, &mut bt_x, false, None);
-        if run_xx {
-            ch = ch.max(average_into(&mut a_x, &at_x));
-        }
-        if run_yy {
-            ch = ch.max(average_into(&mut b_y, &bt_y));
-        }
-        ch = ch.max(average_into(&mut a_y, &at_y));
-        ch = ch.max(average_into(&mut b_x, &bt_x));
-        iterations += 1;
-        last_change = ch;
-    }
+    let mut iterations = epsilons.len();
 
     let eps = T::of(*epsilons.last().expect("schedule is never empty"));
     if let Some(stop) = cfg.refine {
