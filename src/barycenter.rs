@@ -12,24 +12,9 @@ use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::ops::{Eager, Ops};
 use crate::real::Real;
+use crate::solver::marginal_error;
+pub use crate::solver::Stop;
 use crate::validate;
-
-/// When to stop the iterations.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Stop {
-    /// Exactly `L` iterations (what learning differentiates, eq. 10).
-    Iterations(usize),
-    /// Until the error falls below `tol`, at most `max_iter` iterations. The error is the
-    /// largest L¹ marginal violation `‖a_s ⊙ K b_s − d_s‖₁` over atoms and barycenters
-    /// (balanced), or the relative sup-norm change of the barycenter (unbalanced, as POT).
-    Tolerance {
-        /// Threshold on the error.
-        tol: f64,
-        /// Iteration cap.
-        max_iter: usize,
-    },
-}
 
 /// Barycenter solver settings: which variant of the generalized iteration to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,32 +86,10 @@ impl BarycenterConfig {
         if let Some(rho) = self.rho {
             validate::positive("rho", rho)?;
         }
-        match self.stop {
-            Stop::Iterations(0) => Err(Error::InvalidParameter {
-                arg: "iterations",
-                requirement: ">= 1",
-                value: 0.0,
-            }),
-            Stop::Tolerance { tol, .. } if !(tol.is_finite() && tol > 0.0) => {
-                Err(Error::InvalidParameter {
-                    arg: "tol",
-                    requirement: "finite and > 0",
-                    value: tol,
-                })
-            }
-            Stop::Tolerance { max_iter: 0, .. } => Err(Error::InvalidParameter {
-                arg: "max_iter",
-                requirement: ">= 1",
-                value: 0.0,
-            }),
-            _ => Ok(()),
-        }
+        self.stop.validate()
     }
     fn max_iter(&self) -> usize {
-        match self.stop {
-            Stop::Iterations(l) => l,
-            Stop::Tolerance { max_iter, .. } => max_iter,
-        }
+        self.stop.max_iter()
     }
 }
 
@@ -265,10 +228,7 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
     let kappa = cfg.rho.map_or(1.0, |rho| rho / (rho + gamma));
     let (tau, kap) = (T::of(cfg.tau), T::of(kappa));
     let balanced = cfg.rho.is_none();
-    let tol = match cfg.stop {
-        Stop::Tolerance { tol, .. } => Some(tol),
-        Stop::Iterations(_) => None,
-    };
+    let tol = cfg.stop.parts().0;
     let solver = if cfg.log_domain {
         "log-domain barycenter"
     } else {
@@ -402,30 +362,6 @@ fn mix_log<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau
         return new.clone();
     }
     ops.heavy_ball(prev, new, tau, true)
-}
-
-/// max over columns of `‖a ⊙ Kb − d‖₁` (log inputs when `log`).
-fn marginal_error<T: Real>(a: &Batch<T>, kb: &Batch<T>, d: &Batch<T>, log: bool) -> f64 {
-    // NaN-propagating max: a NaN error must fail the `err < tol` test, not read as 0.
-    validate::nan_max((0..d.cols()).map(|j| {
-        a.col(j)
-            .iter()
-            .zip(kb.col(j))
-            .zip(d.col(j))
-            .map(|((&x, &y), &di)| {
-                let r = if log {
-                    if x == T::neg_infinity() || y == T::neg_infinity() {
-                        T::zero()
-                    } else {
-                        (x + y).exp()
-                    }
-                } else {
-                    x * y
-                };
-                (r - di).abs().to_f64_()
-            })
-            .sum::<f64>()
-    }))
 }
 
 /// POT's relative change `max|p - q| / max(max|p|, max|q|, 1)`.

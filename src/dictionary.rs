@@ -91,7 +91,7 @@
 //! the weights; with the `serde` feature it is (de)serializable, and `wassdl-cli` writes
 //! it as self-describing, versioned JSON whose save/load round trip is exact to the bit.
 
-use crate::barycenter::{barycenters, BarycenterConfig, Scalings, Stop};
+use crate::barycenter::{barycenters, BarycenterConfig, Scalings};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::gradient::{loss_and_grad_in, GradConfig};
@@ -102,6 +102,7 @@ use crate::lbfgs::{
 use crate::loss::Loss;
 use crate::metrics::Metrics;
 use crate::real::Real;
+use crate::solver::Stop;
 use crate::tape::softmax_cols;
 use crate::tape::TapeBuffers;
 use crate::validate;

@@ -7,13 +7,14 @@
 //! k-th Sinkhorn state and re-records each segment of k iterations during the backward
 //! pass, so the tape holds `O(k)` iterations instead of `O(L)` (k ≈ √L gives `O(√L)`).
 
-use crate::barycenter::{check_inputs, iterate, BarycenterConfig, Scalings, Stop};
+use crate::barycenter::{check_inputs, iterate, BarycenterConfig, Scalings};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::loss::Loss;
 use crate::ops::{Eager, Ops};
 use crate::real::Real;
+use crate::solver::Stop;
 use crate::tape::{Tape, TapeBuffers};
 use crate::validate;
 

@@ -1,12 +1,12 @@
 //! The fitting losses of Table 1, with values and gradients, on the tape or off it.
 
-use crate::barycenter::Stop;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::ops::Ops;
 use crate::real::Real;
 use crate::sinkhorn::{sinkhorn_masses, SinkhornConfig};
+use crate::solver::Stop;
 use crate::tape::{Tape, Var};
 
 /// A fitting loss `L(p, x)` between a reconstruction `p` and a datapoint `x` (Table 1).

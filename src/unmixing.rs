@@ -29,7 +29,6 @@
 //!   alone, whose gradient `γ log a_i` diverges on the boundary of the simplex, where
 //!   unmixing weights typically end up).
 
-use crate::barycenter::Stop;
 use crate::batch::Batch;
 use crate::emd::{emd, proj_simplex};
 use crate::error::{Error, Result};
@@ -38,6 +37,7 @@ use crate::kernel::{apply_log_new, DenseKernel};
 pub use crate::pointcloud::InnerOt;
 use crate::pointcloud::{cost_matrix, emd_error, Cost, PointCloud};
 use crate::sinkhorn::{sinkhorn, SinkhornConfig};
+use crate::solver::Stop;
 use crate::validate;
 
 /// Settings of [`unmix`], defaulted as the seed: `lr = 2e-3`, 500 iterations, exact OT,
@@ -205,20 +205,7 @@ impl MixtureProblem {
         let ab = Batch::from_vec(a.len(), 1, a.to_vec());
         let bb = Batch::from_vec(self.b.len(), 1, self.b.clone());
         let sol = sinkhorn(k, &ab, &bb, &cfg, warm.as_ref().map(|(f, g)| (f, g)))?;
-        if let Stop::Tolerance { tol, max_iter } = stop {
-            // NaN errors fail too
-            if sol.error.is_nan() || sol.error >= tol {
-                return Err(Error::Numerical {
-                    solver: "sinkhorn",
-                    iteration: sol.iterations,
-                    message: format!(
-                        "the entropic OT did not converge: marginal error {:e} > `tol` = {tol:e} \
-                         after `max_iter` = {max_iter} iterations; raise `max_iter` or `reg`",
-                        sol.error
-                    ),
-                });
-            }
-        }
+        stop.check_converged(sol.error, sol.iterations, "sinkhorn")?;
         let g_over = sol.g.map(|x| x / reg);
         let lk = apply_log_new(k, &g_over, false);
         let f: Vec<f64> = lk.as_slice().iter().map(|&l| -reg * l).collect();

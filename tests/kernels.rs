@@ -918,3 +918,119 @@ fn cost_log_matches_direct_sum() {
         }
     }
 }
+
+/// The point-cloud costs drawn by [`point_cloud_kernel_matches_dense`].
+const POINT_COSTS: [pointcloud::Cost; 5] = [
+    pointcloud::Cost::HALF_SQ_EUCLIDEAN,
+    pointcloud::Cost::Power { p: 1.0 },
+    pointcloud::Cost::Power { p: 1.5 },
+    pointcloud::Cost::SqEuclidean,
+    pointcloud::Cost::Minkowski { q: 3.0 },
+];
+
+/// Entry-wise `|got − want| ≤ tol · scale` with `scale` the entry of `scale` (a bound on
+/// the sum of the absolute values of the terms, so cancellation cannot make it vacuous).
+fn within(got: &Batch<f64>, want: &Batch<f64>, scale: &Batch<f64>, tol: f64, what: &str) {
+    for ((g, w), s) in got
+        .as_slice()
+        .iter()
+        .zip(want.as_slice())
+        .zip(scale.as_slice())
+    {
+        let ok = (g == w) || (g - w).abs() <= tol * s.abs().max(f64::MIN_POSITIVE);
+        assert!(ok, "{what}: {g} vs {w} (scale {s}, tol {tol:e})");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// PointCloudKernel (costs from the points, truncated blockwise logsumexp) against the
+    /// DenseKernel of `pointcloud::cost_matrix` for every application of the trait, both
+    /// directions, each cost, random sizes (blocks of 64 partly filled, more than one
+    /// block), dimensions, γ over three decades and `-∞` inputs; and `sinkhorn()` run
+    /// through both gives the same plan cost.
+    ///
+    /// Tolerances. Both kernels evaluate the same `C_ij` (the dense one through the same
+    /// `Cost::eval`; for `‖x − y‖²/2` the point kernel subtracts `(x_d − y_d)²·(1/2γ)` per
+    /// coordinate instead of dividing the sum, `(dim + 3)ε` relative on `X = C/γ`). With
+    /// unit-cube points and γ ≥ 0.01, `X ≤ dim·50 ≤ 200` for the entries that matter,
+    /// so a log-domain result moves by at most `(dim + 3)·ε·(X + |v|)` plus the rounding
+    /// of the two sums (`ε·(n + 4)` relative each) and the truncation (skipped blocks add
+    /// less than `64·e^{-50}` relative, below `1e-20`): `atol = 8·ε·(dim + 3)·(200 + 5 +
+    /// n)` bounds it. The scaling-domain products are relative to `Σ_j K_ij |x_j|` with
+    /// the same budget (`exp` turns absolute exponent errors into relative ones).
+    #[test]
+    fn point_cloud_kernel_matches_dense(
+        n in 1usize..150,
+        m in 1usize..150,
+        dim in 1usize..4,
+        ci in 0usize..5,
+        lg in -2.0f64..0.5,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cost = POINT_COSTS[ci];
+        let gamma = 10f64.powf(lg);
+        let x = Batch::from_fn(dim, n, |_, _| rng.random_range(0.0..1.0));
+        let y = Batch::from_fn(dim, m, |_, _| rng.random_range(0.0..1.0));
+        let pk = PointCloudKernel::new(&x, &y, cost, gamma).unwrap();
+        let c = pointcloud::cost_matrix(&x, &y, cost).unwrap();
+        let dk = DenseKernel::new(c.view(), gamma).unwrap();
+        prop_assert_eq!((pk.nrows(), pk.ncols()), (n, m));
+        prop_assert!(pk.cost_matrix() == c);
+        let tol = 8.0 * EPS * (dim as f64 + 3.0) * (205.0 + n.max(m) as f64);
+        for transpose in [false, true] {
+            let (nin, nout) = if transpose { (n, m) } else { (m, n) };
+            // log domain: |got − want| ≤ tol (absolute on logarithms)
+            let v = log_batch(&mut rng, nin, 3, 5.0, 0.2);
+            let (lp, ld) = (apply_log_new(&pk, &v, transpose), apply_log_new(&dk, &v, transpose));
+            within(&lp, &ld, &Batch::filled(nout, 3, 1.0), tol, "apply_log");
+            // scaling domain, relative to Σ_j K_ij |x_j| = K |x| (x ≥ 0 here)
+            let xs = positive_batch(&mut rng, nin, 2);
+            let (ap, ad) = (apply_new(&pk, &xs, transpose), apply_new(&dk, &xs, transpose));
+            within(&ap, &ad, &ad, tol, "apply");
+            // signed: relative to K |x| with |x| = exp(v)
+            let s = Batch::from_fn(nin, 3, |_, _| [-1.0, 0.0, 1.0][rng.random_range(0..3)]);
+            let (mut op, mut sp) = (Batch::zeros(nout, 3), Batch::zeros(nout, 3));
+            let (mut od, mut sd) = (Batch::zeros(nout, 3), Batch::zeros(nout, 3));
+            pk.apply_log_signed(&v, &s, &mut op, &mut sp, transpose);
+            dk.apply_log_signed(&v, &s, &mut od, &mut sd, transpose);
+            let lin = |o: &Batch<f64>, sg: &Batch<f64>| Batch::from_fn(nout, 3, |i, j| sg.get(i, j) * o.get(i, j).exp());
+            let mag = apply_new(&dk, &v.map(|t| t.exp()), transpose);
+            within(&lin(&op, &sp), &lin(&od, &sd), &mag, tol, "apply_log_signed");
+            // (K ⊙ C) in the log domain, relative to (K ⊙ |C|) exp(v)
+            pk.apply_cost_log(&v, &mut op, &mut sp, transpose);
+            dk.apply_cost_log(&v, &mut od, &mut sd, transpose);
+            let cm = Batch::from_fn(n, m, |i, j| c.get(i, j).abs());
+            let ck = DenseKernel::new(c.view(), gamma).unwrap().matrix().clone();
+            let kc = Batch::from_fn(n, m, |i, j| ck.get(i, j) * cm.get(i, j));
+            let ev = v.map(|t| t.exp());
+            let kcv = Batch::from_fn(nout, 3, |i, b| (0..nin).map(|j| {
+                let e = if transpose { kc.get(j, i) } else { kc.get(i, j) };
+                e * ev.get(j, b)
+            }).sum());
+            within(&lin(&op, &sp), &lin(&od, &sd), &kcv, tol, "apply_cost_log");
+        }
+        // (K ⊙ C) x in the scaling domain
+        let xs = positive_batch(&mut rng, m, 2);
+        let (mut cp, mut cd) = (Batch::zeros(n, 2), Batch::zeros(n, 2));
+        pk.apply_cost(&xs, &mut cp);
+        dk.apply_cost(&xs, &mut cd);
+        within(&cp, &cd, &cd, tol, "apply_cost");
+        // sinkhorn() runs on either kernel (log domain, a fixed count: same iterates up to
+        // the rounding above, so the transport costs agree to a few times tol relative)
+        let a = Batch::filled(n, 1, 1.0 / n as f64);
+        let b = Batch::filled(m, 1, 1.0 / m as f64);
+        let cfg = SinkhornConfig { log_domain: true, stop: Stop::Iterations(20), plan: false };
+        let (sp, sd) = (sinkhorn(&pk, &a, &b, &cfg, None).unwrap(), sinkhorn(&dk, &a, &b, &cfg, None).unwrap());
+        let (tp, td) = (sp.transport_cost[0], sd.transport_cost[0]);
+        // 40 half-steps, each moving a potential by at most tol (absolute on logs), and
+        // the cost itself: 100·tol relative.
+        prop_assert!((tp - td).abs() <= 100.0 * tol * td.abs().max(1e-300), "{} vs {}", tp, td);
+        // symmetric when both sides are the same points
+        let pxx = PointCloudKernel::new(&x, &x, cost, gamma).unwrap();
+        prop_assert!(pxx.is_symmetric());
+        prop_assert!(!pk.is_symmetric() || x == y);
+    }
+}

@@ -228,7 +228,7 @@ fn unconverged_inner_sinkhorn_is_an_error() {
     let dict = EmpiricalDictionary::new(atoms, Batch::zeros(3, 0), settings).unwrap();
     let err = dict.reconstruct(&[0.25, 0.45, 0.3]).unwrap_err();
     assert!(
-        matches!(err, Error::Numerical { .. }) && err.to_string().contains("max_iter = 2"),
+        matches!(err, Error::Numerical { .. }) && err.to_string().contains("`max_iter` = 2"),
         "{err}"
     );
 }

@@ -6,6 +6,7 @@ use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
+use crate::solver::{part_len, run_parts, threads};
 use faer::{Accum, MatRef, Par};
 
 /// `K = exp(-C/γ)` stored densely, with `C/γ` kept for the log domain.
@@ -102,23 +103,21 @@ impl<T: Real> DenseKernel<T> {
     /// `out = m x`, split by rows of `m` over the threads of the parallelism setting.
     fn product(&self, m: MatRef<'_, T>, x: &Batch<T>, out: &mut Batch<T>) {
         let work = m.nrows() * m.ncols() * x.cols();
-        let threads = super::lse::threads(self.par, work).clamp(1, m.nrows().max(1));
-        let (x, out) = (x.view(), out.view_mut());
-        if threads == 1 {
-            return matmul(out, Accum::Replace, m, x, T::one(), Par::Seq);
+        let threads = threads(self.par, work);
+        let per = part_len(m.nrows(), 1, threads);
+        let (x, mut out) = (x.view(), out.view_mut());
+        // Blocks of rows of `K` and of `out`, one per thread.
+        let mut parts = Vec::with_capacity(m.nrows().div_ceil(per));
+        let mut r0 = 0;
+        while r0 < m.nrows() {
+            let len = per.min(m.nrows() - r0);
+            let (part, tail) = out.split_at_row_mut(len);
+            out = tail;
+            parts.push((m.subrows(r0, len), part));
+            r0 += len;
         }
-        let per = m.nrows().div_ceil(threads);
-        std::thread::scope(|s| {
-            let mut rest = out;
-            let mut r0 = 0;
-            while r0 < m.nrows() {
-                let len = per.min(m.nrows() - r0);
-                let (part, tail) = rest.split_at_row_mut(len);
-                rest = tail;
-                let rows = m.subrows(r0, len);
-                s.spawn(move || matmul(part, Accum::Replace, rows, x, T::one(), Par::Seq));
-                r0 += len;
-            }
+        run_parts(parts, |(rows, part)| {
+            matmul(part, Accum::Replace, rows, x, T::one(), Par::Seq)
         });
     }
 

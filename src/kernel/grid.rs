@@ -3,11 +3,11 @@
 //! an adaptive band that is provably within one ulp of the full sum).
 
 use super::gemm as matmul;
-use super::lse::{in_parts, in_parts2, threads};
 use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
+use crate::solver::{in_parts, in_parts2, threads};
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -1,9 +1,7 @@
-//! Primitives shared by the dense and grid kernels: max-shifted logsumexp, a vectorized
-//! logarithm, the AVX2 wrapper for plain loops, and the split of an application over
-//! threads.
+//! Primitives shared by the kernels: max-shifted logsumexp, a vectorized logarithm and
+//! the AVX2 wrapper for plain loops.
 
 use crate::real::Real;
-use faer::Par;
 
 /// `log Σ_j exp(t_j)` with the max shift; `-∞` when every term is `-∞`.
 #[inline]
@@ -16,6 +14,14 @@ pub(crate) fn lse<T: Real>(t: &[T]) -> T {
         return m;
     }
     m + T::sum_exp_shift(t, m).ln()
+}
+
+/// Weighted logsumexp `log Σ_j w_j exp(t_j)` for weights `w_j ≥ 0`: the signed one with
+/// the weights as signs, so a zero weight drops its term whatever its `t_j` (`t` is
+/// scratch, as there). `-∞` when every weight is zero or every term `-∞`.
+#[inline]
+pub(crate) fn lse_weighted<T: Real>(t: &mut [T], w: &[T]) -> T {
+    lse_signed(t, w).0
 }
 
 /// Signed logsumexp: `Σ_j s_j exp(t_j) = sign · exp(result)`; returns `(result, sign)`.
@@ -44,81 +50,6 @@ pub(crate) fn lse_signed<T: Real>(t: &mut [T], s: &[T]) -> (T, T) {
     } else {
         (m + sum.abs().ln(), sum.signum())
     }
-}
-
-/// Work (multiply-adds or exponentials) below which a kernel application stays on one
-/// thread even when several are allowed: starting and joining scoped threads costs tens
-/// of microseconds on an idle machine and up to milliseconds on a loaded one.
-pub(crate) const PAR_MIN_WORK: usize = 1 << 24;
-
-/// Threads for one application of `work` units under the setting `par`: one for
-/// `Par::Seq` or small work, else the number `Par::Rayon` holds.
-pub(crate) fn threads(par: Par, work: usize) -> usize {
-    match par {
-        Par::Rayon(n) if work >= PAR_MIN_WORK => n.get(),
-        _ => 1,
-    }
-}
-
-/// Runs `f` on contiguous parts of `src` and `dst` cut at multiples of `unit` (one part
-/// per thread, in scoped threads when `threads > 1`) and returns the results in order.
-/// The parts are independent blocks of a batch, so the result does not depend on the
-/// number of threads.
-pub(crate) fn in_parts<T: Real, R: Send>(
-    threads: usize,
-    unit: usize,
-    src: &[T],
-    dst: &mut [T],
-    f: impl Fn(&[T], &mut [T]) -> R + Sync,
-) -> Vec<R> {
-    let units = src.len() / unit.max(1);
-    let threads = threads.clamp(1, units.max(1));
-    if threads == 1 {
-        return vec![f(src, dst)];
-    }
-    let per = units.div_ceil(threads) * unit;
-    let f = &f;
-    std::thread::scope(|s| {
-        let workers: Vec<_> = src
-            .chunks(per)
-            .zip(dst.chunks_mut(per))
-            .map(|(a, b)| s.spawn(move || f(a, b)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("kernel worker thread panicked"))
-            .collect()
-    })
-}
-
-/// [`in_parts`] for two sources and two destinations cut at the same places (a signed
-/// log-domain batch: values and signs).
-pub(crate) fn in_parts2<T: Real, R: Send>(
-    threads: usize,
-    unit: usize,
-    src: (&[T], &[T]),
-    dst: (&mut [T], &mut [T]),
-    f: impl Fn((&[T], &[T]), (&mut [T], &mut [T])) -> R + Sync,
-) -> Vec<R> {
-    let units = src.0.len() / unit.max(1);
-    let threads = threads.clamp(1, units.max(1));
-    if threads == 1 {
-        return vec![f(src, dst)];
-    }
-    let per = units.div_ceil(threads) * unit;
-    let f = &f;
-    std::thread::scope(|s| {
-        let parts = src.0.chunks(per).zip(src.1.chunks(per));
-        let outs = dst.0.chunks_mut(per).zip(dst.1.chunks_mut(per));
-        let workers: Vec<_> = parts
-            .zip(outs)
-            .map(|(a, b)| s.spawn(move || f(a, b)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("kernel worker thread panicked"))
-            .collect()
-    })
 }
 
 /// Runs `f` inside a function compiled for AVX2 and FMA when the CPU has both, else as is.

@@ -8,9 +8,11 @@
 mod dense;
 mod grid;
 pub(crate) mod lse;
+pub(crate) mod points;
 
 pub use dense::DenseKernel;
 pub use grid::{Grid, GridKernel, GridUnits};
+pub use points::PointCloudKernel;
 
 use crate::batch::Batch;
 use crate::real::Real;

@@ -733,7 +733,7 @@ impl<T: Real> EmpiricalDictionary<T> {
         let ds = self.check_datasets(datasets)?;
         let atoms = self.atoms_f64();
         let lam: Batch<f64> = self.weights.cast();
-        let terms = par_map(m, |l| {
+        let terms = par_map(&atoms, &ds, &self.barycenter, |l| {
             dataset_term(&atoms, lam.col(l), &ds[l], &self.barycenter, want_grad)
         });
         let inv = 1.0 / m as f64;
@@ -784,7 +784,7 @@ impl<T: Real> EmpiricalDictionary<T> {
         let s = atoms.len();
         // One seed per dataset, drawn from the configured one, so the result of a dataset
         // does not depend on its position in the list.
-        let results = par_map(ds.len(), |l| {
+        let results = par_map(&atoms, &ds, &self.barycenter, |l| {
             transform_one(
                 &atoms,
                 &ds[l],
@@ -810,39 +810,21 @@ fn axpy(a: f64, x: &Batch<f64>, y: &mut Batch<f64>) {
     }
 }
 
-/// Runs `f(0..n)` on up to `available_parallelism` scoped threads; results in order.
-fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(n);
-    if threads <= 1 {
-        return (0..n).map(f).collect();
-    }
-    let f = &f;
-    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (t..n)
-                        .step_by(threads)
-                        .map(|i| (i, f(i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            match h.join() {
-                Ok(v) => {
-                    for (i, r) in v {
-                        out[i] = Some(r);
-                    }
-                }
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-    });
-    out.into_iter().flatten().collect()
+/// The per-dataset terms on every core ([`crate::solver::par_map`]; the learners carry no
+/// parallelism setting): `work` estimates the cost entries their inner solves touch,
+/// `datasets × atoms × n_dataset × n_atom × fixed-point iterations` (a lower bound: each
+/// inner solve reads its cost matrix at least once per iteration), so that small problems
+/// stay on one thread under the crate's one threshold.
+fn par_map<R: Send>(
+    atoms: &[LabeledCloud<f64>],
+    datasets: &[LabeledCloud<f64>],
+    s: &FixedPointConfig,
+    f: impl Fn(usize) -> R + Sync,
+) -> Vec<R> {
+    let na: usize = atoms.iter().map(|a| a.len()).sum();
+    let nq: usize = datasets.iter().map(|q| q.len()).sum();
+    let work = na.saturating_mul(nq).saturating_mul(s.max_iter.max(1));
+    crate::solver::par_map(faer::Par::rayon(0), work, datasets.len(), f)
 }
 
 /// [`inner_plan`] between uniform weights `1/n` and `1/m` for the row-major `n × m` cost
@@ -1359,7 +1341,7 @@ fn fit_minibatch(
                 })
                 .collect();
             let lam = softmax_cols(&Batch::from_vec(s, m, a.clone()));
-            let terms = par_map(m, |l| {
+            let terms = par_map(&atoms, &qs, &cfg.barycenter, |l| {
                 dataset_term(&atoms, lam.col(l), &qs[l], &cfg.barycenter, true)
             });
             evaluations += m;

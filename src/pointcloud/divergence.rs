@@ -45,16 +45,19 @@
 //! returns them. [`SinkhornDivergenceConfig::refine`] continues the iterations at the
 //! final `ε` until convergence when the exact `S_ε` is wanted.
 
-use super::cost::{cost_matrix_row_major, Cost};
+use super::cost::Cost;
 use super::PointCloud;
-use crate::barycenter::Stop;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::kernel::points::GradRequest;
+use crate::kernel::PointCloudKernel;
 use crate::ops::Ops;
 use crate::real::Real;
+use crate::sinkhorn::{average_into, epsilon_scaling, shifted_logs};
+use crate::solver;
+use crate::solver::Stop;
 use crate::tape::{Tape, Var};
 use crate::validate;
-use faer::Par;
 
 /// Settings of [`sinkhorn_divergence`], named and defaulted as GeomLoss's
 /// `SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5, debias=True)`.
@@ -80,8 +83,9 @@ pub struct SinkhornDivergenceConfig {
     /// until the largest change of a potential is below `tol` (or for a fixed number of
     /// iterations), which converges to the exact `S_ε`.
     pub refine: Option<Stop>,
-    /// Threads for the row-wise log-sum-exps (1: sequential; 0: all available). Small
-    /// problems (fewer than ~16k cost entries) always run sequentially.
+    /// Threads for the row-wise log-sum-exps (1: sequential; 0: all available), the
+    /// caller's [`faer::Par`] as a count. A sweep over fewer cost entries than the crate's
+    /// one work threshold (2²⁴) runs on one thread whatever the setting.
     pub threads: usize,
 }
 
@@ -114,10 +118,7 @@ impl SinkhornDivergenceConfig {
         if let Some(d) = self.diameter {
             validate::positive("diameter", d)?;
         }
-        match self.refine {
-            Some(Stop::Tolerance { tol, .. }) => validate::positive("refine.tol", tol),
-            _ => Ok(()),
-        }
+        self.refine.map_or(Ok(()), |stop| stop.validate())
     }
 }
 
@@ -196,401 +197,22 @@ pub fn epsilon_schedule(p: f64, diameter: f64, blur: f64, scaling: f64) -> Vec<f
     out
 }
 
-/// Columns per block of the truncated log-sum-exp.
-const BLOCK: usize = 64;
-
-/// Blocks whose largest exponent is more than this below the row's maximum are skipped:
-/// their `≤ 64` terms are each `< e^{-50} ≈ 2e-22` times the largest one, far below the
-/// rounding of the sum. At small ε most of a row underflows this way (the kernel's
-/// truncation trick of Schmitzer 2016, here without any approximation that rounding
-/// would not make anyway); where the points are sorted (1-D), whole blocks go at once.
-const TRUNCATE: f64 = 50.0;
-
-/// `t_j = h_j − C_j / ε` over one block of columns; returns the block's maximum.
-#[inline]
-fn fill_block<T: Real>(crow: &[T], h: &[T], inv_eps: T, t: &mut [T]) -> T {
-    const L: usize = 8;
-    // Lane-wise maxima so that the loop vectorizes.
-    let mut lanes = [T::neg_infinity(); L];
-    let full = t.len() / L * L;
-    for base in (0..full).step_by(L) {
-        let tc: &mut [T; L] = (&mut t[base..base + L]).try_into().expect("L entries");
-        let hc: &[T; L] = (&h[base..base + L]).try_into().expect("L entries");
-        let cc: &[T; L] = (&crow[base..base + L]).try_into().expect("L entries");
-        for k in 0..L {
-            let v = hc[k] - cc[k] * inv_eps;
-            tc[k] = v;
-            lanes[k] = if v > lanes[k] { v } else { lanes[k] };
-        }
-    }
-    for j in full..t.len() {
-        let v = h[j] - crow[j] * inv_eps;
-        t[j] = v;
-        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
-    }
-    lanes
-        .iter()
-        .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
-}
-
-/// `t_j = h_j − C_j / ε` for one row, the maximum of each block of [`BLOCK`] columns in
-/// `bmax`, and the row maximum as the result (`−∞` when every `h_j` is `−∞`).
-///
-/// Blocks whose upper bound `max_{j∈B} h_j − lb_B/ε` (from the cost lower bound `lb` of
-/// [`RowMatrix`]) is already [`TRUNCATE`] below the maximum found so far are not even
-/// filled: they would be skipped by the truncation anyway (their `bmax` is set to `−∞`).
-/// The block of largest bound goes first, so that the running maximum is high early. The
-/// kept blocks are exactly those of an unpruned pass, so the sums do not change.
-#[inline]
-#[allow(clippy::too_many_arguments)]
-fn fill_row<T: Real>(
-    m: &RowMatrix<'_, T>,
-    i: usize,
-    h: &[T],
-    inv_eps: T,
-    t: &mut [T],
-    bmax: &mut [T],
-    lb: &[T],
-    hmax: &[T],
-) -> T {
-    let nb = bmax.len();
-    let cols = t.len();
-    // One unit of margin over the rounding of the bound.
-    let ub = |b: usize| hmax[b] - lb[b] * inv_eps + T::one();
-    let first = (0..nb)
-        .max_by(|&a, &b| {
-            ub(a)
-                .partial_cmp(&ub(b))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        })
-        .unwrap_or(0);
-    let range = |b: usize| b * BLOCK..((b + 1) * BLOCK).min(cols);
-    let mut gmax = m.fill(i, range(first), h, inv_eps, t);
-    bmax[first] = gmax;
-    let cut = T::of(TRUNCATE);
-    for b in (0..nb).filter(|&b| b != first) {
-        if ub(b) < gmax - cut {
-            bmax[b] = T::neg_infinity();
-            continue;
-        }
-        let mb = m.fill(i, range(b), h, inv_eps, t);
-        bmax[b] = mb;
-        gmax = if mb > gmax { mb } else { gmax };
-    }
-    gmax
-}
-
-/// Contiguous runs of kept blocks, as column ranges.
-fn kept_runs<T: Real>(bmax: &[T], cols: usize, mx: T) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let thr = mx - T::of(TRUNCATE);
-    let mut b = 0;
-    std::iter::from_fn(move || {
-        while b < bmax.len() && bmax[b] < thr {
-            b += 1;
-        }
-        if b == bmax.len() {
-            return None;
-        }
-        let s = b;
-        while b < bmax.len() && bmax[b] >= thr {
-            b += 1;
-        }
-        Some((s * BLOCK, (b * BLOCK).min(cols)))
-    })
-}
-
-/// `Σ_j exp(t_j − mx)` over the kept blocks (vectorized exp).
-#[inline]
-fn sum_exp_kept<T: Real>(t: &[T], bmax: &[T], mx: T) -> T {
-    kept_runs(bmax, t.len(), mx).fold(T::zero(), |acc, (a, b)| {
-        acc + T::sum_exp_shift(&t[a..b], mx)
-    })
-}
-
-/// `t_j ← exp(t_j − mx)` on the kept blocks, `0` elsewhere.
-#[inline]
-fn exp_kept<T: Real>(t: &mut [T], bmax: &[T], mx: T) {
-    let cols = t.len();
-    let mut next = 0;
-    for (a, b) in kept_runs(bmax, cols, mx) {
-        t[next..a].iter_mut().for_each(|v| *v = T::zero());
-        let seg = &mut t[a..b];
-        seg.iter_mut().for_each(|v| *v -= mx);
-        T::exp_slice(seg);
-        next = b;
-    }
-    t[next..].iter_mut().for_each(|v| *v = T::zero());
-}
-
-/// Rows per parallel task below which splitting costs more than it saves.
-const MIN_PAR_ENTRIES: usize = 16_384;
-
-/// How the entries `C_ij` of a softmin are obtained.
-enum Entries<'a, T> {
-    /// A stored row-major `rows × cols` matrix (any cost).
-    Dense(Vec<T>),
-    /// `C_ij = ½‖p_i − q_j‖²` recomputed from the coordinates (GeomLoss's `p = 2`): reading
-    /// a stored matrix from memory at every ε step costs more than recomputing it from
-    /// points that stay in cache, and no `rows × cols` storage is needed. `q_soa[d·cols + j]`
-    /// is coordinate `d` of `q_j`.
-    HalfSq { p: &'a Batch<T>, q_soa: Vec<T> },
-}
-
-/// One side of a softmin: `out_i = −ε log Σ_j exp(h_j − C_ij/ε)` over the rows `i` of the
-/// cost between the points `p_i` (rows) and `q_j` (columns), with `lb[i·nb + b] ≤ C_ij`
-/// for every column `j` of block `b` (the cost from `p_i` to the bounding box of the
-/// block's points).
-struct RowMatrix<'a, T> {
-    entries: Entries<'a, T>,
-    cols: usize,
-    lb: Vec<T>,
-}
-
-impl<'a, T: Real> RowMatrix<'a, T> {
-    /// The cost between the columns of `p` (rows of the matrix) and of `q`.
-    fn new(p: &'a Batch<T>, q: &'a Batch<T>, cost: Cost) -> Self {
-        let (dim, cols) = (q.rows(), q.cols());
-        let entries = if cost == Cost::HALF_SQ_EUCLIDEAN {
-            let mut q_soa = vec![T::zero(); dim * cols];
-            for j in 0..cols {
-                for (d, &v) in q.col(j).iter().enumerate() {
-                    q_soa[d * cols + j] = v;
-                }
-            }
-            Entries::HalfSq { p, q_soa }
-        } else {
-            Entries::Dense(cost_matrix_row_major(p, q, cost))
-        };
-        let nb = cols.div_ceil(BLOCK);
-        let mut lo = vec![T::infinity(); nb * dim];
-        let mut hi = vec![T::neg_infinity(); nb * dim];
-        for j in 0..cols {
-            let b = j / BLOCK;
-            for (d, &v) in q.col(j).iter().enumerate() {
-                lo[b * dim + d] = lo[b * dim + d].min(v);
-                hi[b * dim + d] = hi[b * dim + d].max(v);
-            }
-        }
-        let mut near = vec![T::zero(); dim];
-        let mut lb = Vec::with_capacity(p.cols() * nb);
-        for i in 0..p.cols() {
-            let pi = p.col(i);
-            for b in 0..nb {
-                let (bl, bh) = (&lo[b * dim..(b + 1) * dim], &hi[b * dim..(b + 1) * dim]);
-                for (((nd, &x), &l), &h) in near.iter_mut().zip(pi).zip(bl).zip(bh) {
-                    *nd = x.max(l).min(h);
-                }
-                // ‖x − y‖^p/p grows with the distance: the nearest point of the box bounds
-                // the cost to every point in it from below.
-                lb.push(cost.eval(pi, &near));
-            }
-        }
-        RowMatrix { entries, cols, lb }
-    }
-
-    /// `t_j = h_j − C_ij / ε` for the columns `r` of row `i`; returns their maximum.
-    #[inline]
-    fn fill(&self, i: usize, r: std::ops::Range<usize>, h: &[T], inv_eps: T, t: &mut [T]) -> T {
-        match &self.entries {
-            Entries::Dense(c) => {
-                let row = &c[i * self.cols..(i + 1) * self.cols];
-                fill_block(&row[r.clone()], &h[r.clone()], inv_eps, &mut t[r])
-            }
-            Entries::HalfSq { p, q_soa } => {
-                let half = T::of(0.5) * inv_eps;
-                let pi = p.col(i);
-                let t = &mut t[r.clone()];
-                t.copy_from_slice(&h[r.clone()]);
-                let (last, init) = pi.split_last().expect("dim >= 1");
-                for (d, &x) in init.iter().enumerate() {
-                    let q = &q_soa[d * self.cols..(d + 1) * self.cols][r.clone()];
-                    for (tj, &y) in t.iter_mut().zip(q) {
-                        let u = x - y;
-                        *tj -= u * u * half;
-                    }
-                }
-                // the last coordinate's pass also takes the maximum
-                let d = pi.len() - 1;
-                let q = &q_soa[d * self.cols..(d + 1) * self.cols][r];
-                sub_sq_max(t, q, *last, half)
-            }
-        }
-    }
-}
-
-/// `t_j −= (x − q_j)² c` and the maximum of the result, vectorized by lanes.
-#[inline]
-fn sub_sq_max<T: Real>(t: &mut [T], q: &[T], x: T, c: T) -> T {
-    const L: usize = 8;
-    let mut lanes = [T::neg_infinity(); L];
-    let full = t.len() / L * L;
-    for base in (0..full).step_by(L) {
-        let tc: &mut [T; L] = (&mut t[base..base + L]).try_into().expect("L entries");
-        let qc: &[T; L] = (&q[base..base + L]).try_into().expect("L entries");
-        for k in 0..L {
-            let u = x - qc[k];
-            let v = tc[k] - u * u * c;
-            tc[k] = v;
-            lanes[k] = if v > lanes[k] { v } else { lanes[k] };
-        }
-    }
-    for j in full..t.len() {
-        let u = x - q[j];
-        let v = t[j] - u * u * c;
-        t[j] = v;
-        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
-    }
-    lanes
-        .iter()
-        .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
-}
-
-/// Workspace of the softmins: one row buffer per worker and the per-block maxima of `h`.
-struct Work<T> {
-    bufs: Vec<Vec<T>>,
-    hmax: Vec<T>,
-}
-
-/// Per-row gradient request of the last extrapolation: for row `i`,
-/// `grad[:, i] += sign · w_i Σ_j π_ij ∇ₓC(p_i, q_j)` with `π_i·` the softmin weights.
-struct GradRequest<'a, T: Real> {
-    p: &'a Batch<T>,
-    q: &'a Batch<T>,
-    w: &'a [T],
-    sign: T,
-    cost: Cost,
-}
-
-/// Splits the rows in halves across `scratch.len()` workers (one scratch buffer each)
-/// with faer's fork-join on the rayon pool, then runs `kernel` on contiguous row ranges.
-#[allow(clippy::type_complexity)]
-fn split_rows<T: Real>(
-    start: usize,
-    out: &mut [T],
-    grad: Option<&mut [T]>,
-    dim: usize,
-    scratch: &mut [Vec<T>],
-    kernel: &(dyn Fn(usize, &mut [T], Option<&mut [T]>, &mut Vec<T>) + Sync),
-) {
-    let n = out.len();
-    if scratch.len() <= 1 || n < 2 {
-        kernel(start, out, grad, &mut scratch[0]);
-        return;
-    }
-    let mid = n / 2;
-    let (o1, o2) = out.split_at_mut(mid);
-    let (g1, g2) = match grad {
-        Some(g) => {
-            let (a, b) = g.split_at_mut(mid * dim);
-            (Some(a), Some(b))
-        }
-        None => (None, None),
-    };
-    let (s1, s2) = scratch.split_at_mut(scratch.len() / 2);
-    faer::utils::thread::join_raw(
-        |_| split_rows(start, o1, g1, dim, s1, kernel),
-        |_| split_rows(start + mid, o2, g2, dim, s2, kernel),
-        Par::rayon(2),
-    );
-}
-
-/// `softmin_ε(C, h)` into `out` (GeomLoss's `softmin_tensorized`), optionally with the
-/// position gradient of the last extrapolation.
+/// GeomLoss's `softmin_ε(C, h)_i = −ε log Σ_j exp(h_j − C_ij/ε)` into `out`
+/// (`softmin_tensorized`): the point-cloud kernel's log-domain application (its blockwise
+/// truncated logsumexp) at `γ = ε`, times `−ε`; with `transpose`, over the columns of the
+/// kernel. With `grad`, also the position gradient of the last extrapolation.
 fn softmin<T: Real>(
+    k: &PointCloudKernel<T>,
     eps: T,
-    m: &RowMatrix<'_, T>,
     h: &[T],
     out: &mut [T],
+    transpose: bool,
     grad: Option<(&GradRequest<'_, T>, &mut Batch<T>)>,
-    work: &mut Work<T>,
 ) {
-    let rows = out.len();
-    let cols = m.cols;
-    let inv_eps = T::one() / eps;
-    let workers = if rows * cols >= MIN_PAR_ENTRIES {
-        work.bufs.len()
-    } else {
-        1
-    };
-    let nblocks = cols.div_ceil(BLOCK);
-    work.hmax.clear();
-    work.hmax.extend(h.chunks(BLOCK).map(|c| {
-        c.iter()
-            .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
-    }));
-    let hmax = &work.hmax[..];
-    let (req, gslice, dim) = match grad {
-        Some((r, g)) => (Some(r), Some(g.as_mut_slice()), r.p.rows()),
-        None => (None, None, 0),
-    };
-    let kernel = |start: usize, o: &mut [T], g: Option<&mut [T]>, buf: &mut Vec<T>| {
-        buf.resize(cols + nblocks, T::zero());
-        let (t, bmax) = buf.split_at_mut(cols);
-        let mut g = g;
-        for (k, oi) in o.iter_mut().enumerate() {
-            let i = start + k;
-            let lb = &m.lb[i * nblocks..(i + 1) * nblocks];
-            let mx = fill_row(m, i, h, inv_eps, t, bmax, lb, hmax);
-            if mx == T::neg_infinity() {
-                // Every weight of the other side is zero: nothing to average over.
-                *oi = T::infinity();
-                continue;
-            }
-            match (req, g.as_deref_mut()) {
-                (None, _) | (_, None) => {
-                    let s = sum_exp_kept(t, bmax, mx);
-                    *oi = -eps * (mx + s.ln());
-                }
-                (Some(r), Some(gs)) => {
-                    exp_kept(t, bmax, mx);
-                    let s: T = t.iter().copied().sum();
-                    *oi = -eps * (mx + s.ln());
-                    let gi = &mut gs[k * dim..(k + 1) * dim];
-                    let scale = r.sign * r.w[i] / s;
-                    if scale == T::zero() {
-                        continue;
-                    }
-                    let pi = r.p.col(i);
-                    if r.cost == Cost::HALF_SQ_EUCLIDEAN {
-                        // Σ_j π_ij (p_i − q_j) = p_i − Σ_j π_ij q_j (Σ_j π_ij = 1).
-                        for d in 0..dim {
-                            let mut acc = T::zero();
-                            for (j, &e) in t.iter().enumerate() {
-                                acc += e * r.q.get(d, j);
-                            }
-                            gi[d] += scale * (s * pi[d] - acc);
-                        }
-                    } else {
-                        for (j, &e) in t.iter().enumerate() {
-                            if e != T::zero() {
-                                r.cost.grad_x_into(pi, r.q.col(j), scale * e, gi);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    split_rows(0, out, gslice, dim, &mut work.bufs[..workers], &kernel);
-}
-
-/// `h = log w + f/ε` (GeomLoss's `α_log + f/ε`), with `log 0 = −∞`.
-fn shifted_logs<T: Real>(logw: &[T], f: &[T], eps: T, h: &mut [T]) {
-    let inv = T::one() / eps;
-    for ((hj, &l), &fj) in h.iter_mut().zip(logw).zip(f) {
-        *hj = l + fj * inv;
+    k.at_gamma(eps).log_apply_vec(h, out, transpose, grad);
+    for o in out.iter_mut() {
+        *o = -eps * *o;
     }
-}
-
-fn average_into<T: Real>(f: &mut [T], ft: &[T]) -> f64 {
-    let half = T::of(0.5);
-    let mut ch = 0.0f64;
-    for (a, &b) in f.iter_mut().zip(ft) {
-        let new = half * (*a + b);
-        ch = ch.max((new - *a).abs().to_f64_());
-        *a = new;
-    }
-    ch
 }
 
 fn replace_into<T: Real>(f: &mut [T], ft: &[T]) -> f64 {
@@ -665,6 +287,11 @@ pub(crate) fn schedule_for<T: Real>(
     )
 }
 
+/// A self kernel that the flags say exists (`debias` for `x`, `need_cyy` for `y`).
+fn self_kernel<T: Real>(k: Option<&PointCloudKernel<T>>) -> &PointCloudKernel<T> {
+    k.expect("self kernels are built whenever their problem runs")
+}
+
 /// The divergence with the self terms it used (for [`SelfTerm`] reuse).
 type Parts<T> = (Divergence<T>, Option<SelfTerm<T>>, Option<SelfTerm<T>>);
 
@@ -695,11 +322,21 @@ pub(crate) fn divergence_parts<T: Real>(
     let need_cyy = run_yy || (debias && want_grad_y);
 
     let (xp, yp) = (x.points(), y.points());
-    let empty = Batch::zeros(dim, 0);
-    let mxy = RowMatrix::new(xp, yp, cost);
-    let myx = RowMatrix::new(yp, xp, cost);
-    let mxx = RowMatrix::new(xp, if debias { xp } else { &empty }, cost);
-    let myy = RowMatrix::new(yp, if need_cyy { yp } else { &empty }, cost);
+    let par = solver::par_from_count(cfg.threads);
+    let eps0 = T::of(epsilons[0]);
+    let kernel = |p: &Batch<T>, q: &Batch<T>| {
+        PointCloudKernel::new(p, q, cost, eps0).map(|k| k.with_par(par))
+    };
+    // The cross kernel serves OT(α, β) both ways (rows x: `b_x`; columns y: `a_y`); the
+    // self kernels exist only when their problem is iterated or differentiated.
+    let kxy = kernel(xp, yp)?;
+    let kxx = if debias { Some(kernel(xp, xp)?) } else { None };
+    let kyy = if need_cyy {
+        Some(kernel(yp, yp)?)
+    } else {
+        None
+    };
+    let (kxx, kyy) = (kxx.as_ref(), kyy.as_ref());
     let log = |w: &[T]| -> Vec<T> {
         w.iter()
             .map(|&v| {
@@ -713,76 +350,36 @@ pub(crate) fn divergence_parts<T: Real>(
     };
     let (la, lb) = (log(x.weights()), log(y.weights()));
 
-    let threads = match cfg.threads {
-        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
-        t => t,
-    };
-    let mut work = Work {
-        bufs: (0..threads.max(1))
-            .map(|_| Vec::with_capacity(n.max(m) + n.max(m) / BLOCK + 1))
-            .collect(),
-        hmax: Vec::with_capacity(n.max(m) / BLOCK + 1),
-    };
-    let (mut a_x, mut b_x, mut at_x, mut bt_x) = (
-        vec![T::zero(); n],
-        vec![T::zero(); n],
-        vec![T::zero(); n],
-        vec![T::zero(); n],
-    );
-    let (mut b_y, mut a_y, mut bt_y, mut at_y) = (
-        vec![T::zero(); m],
-        vec![T::zero(); m],
-        vec![T::zero(); m],
-        vec![T::zero(); m],
-    );
+    // Potentials (GeomLoss's names: `b_x` = the cross potential on x, `a_y` on y, `a_x`
+    // and `b_y` the self ones) and the updates of the refinement and the extrapolation.
+    let (mut a_x, mut at_x, mut bt_x) =
+        (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n]);
+    let (mut b_y, mut bt_y, mut at_y) =
+        (vec![T::zero(); m], vec![T::zero(); m], vec![T::zero(); m]);
     let (mut hn, mut hm) = (vec![T::zero(); n], vec![T::zero(); m]);
 
-    // Initialization at ε₀ from zero potentials: softmin(ε, C, log w).
-    let eps0 = T::of(epsilons[0]);
+    // The ε-scaling loop (steps 1-2 of the module docs) through the crate's Sinkhorn
+    // module, once per problem: OT(α, β) with the cross kernel (`f` = `b_x` on x, `g` =
+    // `a_y` on y), the self problems with their symmetric kernels. The three do not
+    // depend on each other until the refinement.
+    let cross = epsilon_scaling(|e| kxy.at_gamma(e), &la, &lb, &epsilons, false);
+    let mut last_change = cross.last_change;
+    let (mut b_x, mut a_y) = (cross.f, cross.g);
     if run_xx {
-        softmin(eps0, &mxx, &la, &mut a_x, None, &mut work);
+        let s = epsilon_scaling(|e| self_kernel(kxx).at_gamma(e), &la, &la, &epsilons, true);
+        last_change = last_change.max(s.last_change);
+        a_x = s.f;
     }
     if run_yy {
-        softmin(eps0, &myy, &lb, &mut b_y, None, &mut work);
+        let s = epsilon_scaling(|e| self_kernel(kyy).at_gamma(e), &lb, &lb, &epsilons, true);
+        last_change = last_change.max(s.last_change);
+        b_y = s.f;
     }
-    softmin(eps0, &myx, &la, &mut a_y, None, &mut work);
-    softmin(eps0, &mxy, &lb, &mut b_x, None, &mut work);
-
-    let mut iterations = 0usize;
-    let mut last_change = f64::INFINITY;
-    for &e in &epsilons {
-        let eps = T::of(e);
-        let mut ch = 0.0f64;
-        if run_xx {
-            shifted_logs(&la, &a_x, eps, &mut hn);
-            softmin(eps, &mxx, &hn, &mut at_x, None, &mut work);
-        }
-        if run_yy {
-            shifted_logs(&lb, &b_y, eps, &mut hm);
-            softmin(eps, &myy, &hm, &mut bt_y, None, &mut work);
-        }
-        shifted_logs(&la, &b_x, eps, &mut hn);
-        softmin(eps, &myx, &hn, &mut at_y, None, &mut work);
-        shifted_logs(&lb, &a_y, eps, &mut hm);
-        softmin(eps, &mxy, &hm, &mut bt_x, None, &mut work);
-        if run_xx {
-            ch = ch.max(average_into(&mut a_x, &at_x));
-        }
-        if run_yy {
-            ch = ch.max(average_into(&mut b_y, &bt_y));
-        }
-        ch = ch.max(average_into(&mut a_y, &at_y));
-        ch = ch.max(average_into(&mut b_x, &bt_x));
-        iterations += 1;
-        last_change = ch;
-    }
+    let mut iterations = epsilons.len();
 
     let eps = T::of(*epsilons.last().expect("schedule is never empty"));
     if let Some(stop) = cfg.refine {
-        let (tol, max_iter) = match stop {
-            Stop::Iterations(l) => (None, l),
-            Stop::Tolerance { tol, max_iter } => (Some(tol), max_iter),
-        };
+        let (tol, max_iter) = stop.parts();
         // The self problems OT(α, α) and OT(β, β) do not depend on the cross one (nor on
         // each other), so each stops on its own once its potentials move by less than
         // `tol`: running them on until the cross problem converges (10-20 steps against
@@ -794,14 +391,14 @@ pub(crate) fn divergence_parts<T: Real>(
             let mut ch = 0.0f64;
             if live_xx {
                 shifted_logs(&la, &a_x, eps, &mut hn);
-                softmin(eps, &mxx, &hn, &mut at_x, None, &mut work);
+                softmin(self_kernel(kxx), eps, &hn, &mut at_x, false, None);
                 let c = average_into(&mut a_x, &at_x);
                 live_xx = !settled(c);
                 ch = ch.max(c);
             }
             if live_yy {
                 shifted_logs(&lb, &b_y, eps, &mut hm);
-                softmin(eps, &myy, &hm, &mut bt_y, None, &mut work);
+                softmin(self_kernel(kyy), eps, &hm, &mut bt_y, false, None);
                 let c = average_into(&mut b_y, &bt_y);
                 live_yy = !settled(c);
                 ch = ch.max(c);
@@ -809,10 +406,10 @@ pub(crate) fn divergence_parts<T: Real>(
             // Alternating (Gauss–Seidel) updates for the cross problem: 4x fewer
             // iterations than the averaged ones near convergence, same fixed point.
             shifted_logs(&la, &b_x, eps, &mut hn);
-            softmin(eps, &myx, &hn, &mut at_y, None, &mut work);
+            softmin(&kxy, eps, &hn, &mut at_y, true, None);
             ch = ch.max(replace_into(&mut a_y, &at_y));
             shifted_logs(&lb, &a_y, eps, &mut hm);
-            softmin(eps, &mxy, &hm, &mut bt_x, None, &mut work);
+            softmin(&kxy, eps, &hm, &mut bt_x, false, None);
             ch = ch.max(replace_into(&mut b_x, &bt_x));
             iterations += 1;
             last_change = ch;
@@ -840,12 +437,12 @@ pub(crate) fn divergence_parts<T: Real>(
             cost,
         };
         softmin(
+            self_kernel(kxx),
             eps,
-            &mxx,
             &hn,
             &mut at_x,
+            false,
             Some((&req, &mut grad_x)),
-            &mut work,
         );
         if let Some(t) = reuse_y {
             b_y.copy_from_slice(&t.pre);
@@ -860,7 +457,7 @@ pub(crate) fn divergence_parts<T: Real>(
                 cost,
             };
             let g = want_grad_y.then_some((&req, &mut grad_y));
-            softmin(eps, &myy, &hm, &mut bt_y, g, &mut work);
+            softmin(self_kernel(kyy), eps, &hm, &mut bt_y, false, g);
         } else if let Some(t) = reuse_y {
             bt_y.copy_from_slice(&t.post);
         }
@@ -874,7 +471,7 @@ pub(crate) fn divergence_parts<T: Real>(
         cost,
     };
     let g = want_grad_y.then_some((&req, &mut grad_y));
-    softmin(eps, &myx, &hn, &mut at_y, g, &mut work);
+    softmin(&kxy, eps, &hn, &mut at_y, true, g);
     shifted_logs(&lb, &a_y, eps, &mut hm);
     let req = GradRequest {
         p: xp,
@@ -883,14 +480,7 @@ pub(crate) fn divergence_parts<T: Real>(
         sign: one,
         cost,
     };
-    softmin(
-        eps,
-        &mxy,
-        &hm,
-        &mut bt_x,
-        Some((&req, &mut grad_x)),
-        &mut work,
-    );
+    softmin(&kxy, eps, &hm, &mut bt_x, false, Some((&req, &mut grad_x)));
 
     let (self_x, self_y) = if cacheable {
         (

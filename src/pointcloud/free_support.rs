@@ -14,12 +14,12 @@
 
 use super::cost::{cost_matrix_row_major, Cost};
 use super::{emd_error, PointCloud};
-use crate::barycenter::Stop;
 use crate::batch::Batch;
 use crate::emd::{emd, PlanEntry};
 use crate::error::{Error, Result};
 use crate::kernel::DenseKernel;
 use crate::sinkhorn::{sinkhorn, SinkhornConfig};
+use crate::solver::Stop;
 use crate::validate;
 
 /// An inner OT solver: inside each free-support fixed-point iteration, in point-cloud
@@ -87,7 +87,7 @@ pub(crate) struct Plan {
 /// dictionaries'): exact or entropic OT between weights `a` (rows) and `b` (columns) for
 /// the row-major `a.len() × b.len()` cost `c`. `names` name the two sides in errors and
 /// `solver` the caller. An entropic solve that stops on its cap before its tolerance is
-/// an error ([`check_converged`]): its plan would be off its marginals.
+/// an error ([`Stop::check_converged`]): its plan would be off its marginals.
 pub(crate) fn inner_plan(
     c: &[f64],
     a: &[f64],
@@ -121,7 +121,7 @@ pub(crate) fn inner_plan(
                 &cfg,
                 None,
             )?;
-            check_converged(&stop, sol.error, sol.iterations, solver)?;
+            stop.check_converged(sol.error, sol.iterations, solver)?;
             let p = sol
                 .plans
                 .and_then(|mut v| v.pop())
@@ -175,27 +175,6 @@ fn plan(x: &Batch<f64>, b: &[f64], cloud: &PointCloud<f64>, inner: &InnerOt) -> 
         ("init", "clouds"),
         "free_support_barycenter",
     )
-}
-
-/// An inner Sinkhorn that stopped on its iteration cap before its tolerance returns a
-/// plan off its marginals: an error rather than a silently wrong barycenter.
-pub(crate) fn check_converged(
-    stop: &Stop,
-    error: f64,
-    iterations: usize,
-    solver: &'static str,
-) -> Result<()> {
-    match *stop {
-        // NaN errors fail too
-        Stop::Tolerance { tol, max_iter } if error.is_nan() || error >= tol => Err(Error::Numerical {
-            solver,
-            iteration: iterations,
-            message: format!(
-                "the inner Sinkhorn stopped at max_iter = {max_iter} with marginal error {error:e} > tol = {tol:e}; raise max_iter or reg"
-            ),
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Free-support barycenter of `clouds` with barycentric weights `lambdas` (on the

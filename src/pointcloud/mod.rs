@@ -30,7 +30,7 @@
 //! assert!((s.value - 0.125).abs() < 1e-3);
 //! ```
 
-mod cost;
+pub(crate) mod cost;
 pub mod dictionary;
 mod divergence;
 mod fit;

@@ -1,0 +1,267 @@
+//! What every iterative solver of the crate shares: the stopping rule ([`Stop`]) and its
+//! validation, the marginal error the tolerance is compared with, the convergence check
+//! of an inner solve, and the one threading policy.
+//!
+//! **Threading.** The caller chooses the parallelism with a [`faer::Par`] (`Par::Seq`,
+//! or `Par::rayon(k)`: at most `k` threads, `0` for every core); a piece of work smaller
+//! than [`PAR_MIN_WORK`] units (multiply-adds or exponentials) stays on the calling thread
+//! whatever the setting, because starting and joining threads costs tens of microseconds
+//! on an idle machine and up to milliseconds on a loaded one. [`threads`] turns the two
+//! into a thread count and [`run_parts`] runs independent parts on scoped threads, results
+//! in order, so a result never depends on the number of threads.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::real::Real;
+use crate::validate;
+use faer::Par;
+
+/// When to stop the iterations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Stop {
+    /// Exactly `L` iterations (what learning differentiates, eq. 10).
+    Iterations(usize),
+    /// Until the error falls below `tol`, at most `max_iter` iterations. The error is the
+    /// largest L¹ marginal violation `‖a_s ⊙ K b_s − d_s‖₁` over atoms and barycenters
+    /// (balanced), or the relative sup-norm change of the barycenter (unbalanced, as POT).
+    Tolerance {
+        /// Threshold on the error.
+        tol: f64,
+        /// Iteration cap.
+        max_iter: usize,
+    },
+}
+
+impl Stop {
+    /// Checks the rule: `L ≥ 1`, `tol` finite and `> 0`, `max_iter ≥ 1`; errors name the
+    /// field (`iterations`, `tol`, `max_iter`).
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Stop::Iterations(0) => Err(Error::InvalidParameter {
+                arg: "iterations",
+                requirement: ">= 1",
+                value: 0.0,
+            }),
+            Stop::Tolerance { tol, .. } if !(tol.is_finite() && tol > 0.0) => {
+                validate::positive("tol", tol)
+            }
+            Stop::Tolerance { max_iter: 0, .. } => Err(Error::InvalidParameter {
+                arg: "max_iter",
+                requirement: ">= 1",
+                value: 0.0,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The tolerance (`None` for a fixed count) and the iteration cap.
+    pub(crate) fn parts(&self) -> (Option<f64>, usize) {
+        match *self {
+            Stop::Iterations(l) => (None, l),
+            Stop::Tolerance { tol, max_iter } => (Some(tol), max_iter),
+        }
+    }
+
+    /// The iteration cap (`L` for a fixed count).
+    pub(crate) fn max_iter(&self) -> usize {
+        self.parts().1
+    }
+
+    /// An inner solve that stopped on its iteration cap before its tolerance has a plan
+    /// off its marginals: an error (naming `solver`) rather than a silently wrong result.
+    /// A NaN error fails too. A fixed count always passes. Parameter names are
+    /// backticked, so that front ends can rename them to their own options.
+    pub(crate) fn check_converged(
+        &self,
+        error: f64,
+        iterations: usize,
+        solver: &'static str,
+    ) -> Result<()> {
+        match *self {
+            Stop::Tolerance { tol, max_iter } if error.is_nan() || error >= tol => {
+                Err(Error::Numerical {
+                    solver,
+                    iteration: iterations,
+                    message: format!(
+                        "the inner Sinkhorn did not converge: marginal error {error:e} > \
+                         `tol` = {tol:e} after `max_iter` = {max_iter} iterations; raise \
+                         `max_iter` or `reg`"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The marginal error of a scaling solve, `max_col ‖x ⊙ y − d‖₁` (`x ⊙ y` is `a ⊙ K b`
+/// for a barycenter's atom marginals, eq. 6-8, or `v ⊙ Kᵀ u` for the second marginal of
+/// an OT plan, eq. 4), or with log inputs (`log`) `max_col ‖exp(x + y) − d‖₁` with
+/// `exp(−∞) = 0`. The max over columns propagates NaN, so that a diverged column fails
+/// the `err < tol` test instead of reading as 0.
+pub(crate) fn marginal_error<T: Real>(x: &Batch<T>, y: &Batch<T>, d: &Batch<T>, log: bool) -> f64 {
+    validate::nan_max((0..d.cols()).map(|j| {
+        x.col(j)
+            .iter()
+            .zip(y.col(j))
+            .zip(d.col(j))
+            .map(|((&x, &y), &di)| {
+                let r = if log {
+                    if x == T::neg_infinity() || y == T::neg_infinity() {
+                        T::zero()
+                    } else {
+                        (x + y).exp()
+                    }
+                } else {
+                    x * y
+                };
+                (r - di).abs().to_f64_()
+            })
+            .sum::<f64>()
+    }))
+}
+
+/// Work (multiply-adds or exponentials) below which a computation stays on one thread
+/// even when several are allowed (see the module docs).
+pub(crate) const PAR_MIN_WORK: usize = 1 << 24;
+
+/// Threads for one computation of `work` units under the caller's setting `par`: one for
+/// `Par::Seq` or work below [`PAR_MIN_WORK`], else the number `Par::Rayon` holds.
+pub(crate) fn threads(par: Par, work: usize) -> usize {
+    match par {
+        Par::Rayon(n) if work >= PAR_MIN_WORK => n.get(),
+        _ => 1,
+    }
+}
+
+/// The caller's thread count as a [`Par`]: `1` sequential, `0` every core, `k` at most
+/// `k` threads (for configurations that store a plain count, e.g. to serialize it).
+pub(crate) fn par_from_count(threads: usize) -> Par {
+    match threads {
+        1 => Par::Seq,
+        k => Par::rayon(k),
+    }
+}
+
+/// Runs `f` on every part (independent pieces of one computation: disjoint slices of the
+/// output, ranges of indices), the first on the calling thread and the others on scoped
+/// threads, and returns the results in the order of the parts. The one place the crate
+/// starts threads; a panic in a part is resumed on the caller.
+pub(crate) fn run_parts<P: Send, R: Send>(
+    parts: impl IntoIterator<Item = P>,
+    f: impl Fn(P) -> R + Sync,
+) -> Vec<R> {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return Vec::new();
+    };
+    let rest: Vec<P> = parts.collect();
+    if rest.is_empty() {
+        return vec![f(first)];
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = rest.into_iter().map(|p| s.spawn(move || f(p))).collect();
+        let mut out = Vec::with_capacity(workers.len() + 1);
+        out.push(f(first));
+        for w in workers {
+            match w.join() {
+                Ok(r) => out.push(r),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    })
+}
+
+/// Part length for cutting `len` items in at most `threads` parts at multiples of `unit`
+/// (the last part may be shorter).
+pub(crate) fn part_len(len: usize, unit: usize, threads: usize) -> usize {
+    let unit = unit.max(1);
+    let units = len.div_ceil(unit).max(1);
+    units.div_ceil(threads.clamp(1, units)) * unit
+}
+
+/// `f(0), …, f(n − 1)` in order, spread over [`threads`]`(par, work)` threads (at most
+/// `n`) by stride, for independent tasks of `work` units in total (datasets of a learner).
+pub(crate) fn par_map<R: Send>(
+    par: Par,
+    work: usize,
+    n: usize,
+    f: impl Fn(usize) -> R + Sync,
+) -> Vec<R> {
+    let th = threads(par, work).clamp(1, n.max(1));
+    if th == 1 {
+        return (0..n).map(f).collect();
+    }
+    let f = &f;
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    let strided = run_parts(0..th, |t| {
+        (t..n).step_by(th).map(|i| (i, f(i))).collect::<Vec<_>>()
+    });
+    for (i, r) in strided.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Runs `f` on contiguous parts of `src` and `dst` cut at multiples of `unit` (one part
+/// per thread, see [`run_parts`]) and returns the results in order: the split of a
+/// kernel application over independent blocks of a batch.
+pub(crate) fn in_parts<T: Real, R: Send>(
+    threads: usize,
+    unit: usize,
+    src: &[T],
+    dst: &mut [T],
+    f: impl Fn(&[T], &mut [T]) -> R + Sync,
+) -> Vec<R> {
+    let per = part_len(src.len(), unit, threads);
+    run_parts(src.chunks(per).zip(dst.chunks_mut(per)), |(a, b)| f(a, b))
+}
+
+/// [`in_parts`] for two sources and two destinations cut at the same places (a signed
+/// log-domain batch: values and signs).
+pub(crate) fn in_parts2<T: Real, R: Send>(
+    threads: usize,
+    unit: usize,
+    src: (&[T], &[T]),
+    dst: (&mut [T], &mut [T]),
+    f: impl Fn((&[T], &[T]), (&mut [T], &mut [T])) -> R + Sync,
+) -> Vec<R> {
+    let per = part_len(src.0.len(), unit, threads);
+    let parts = src.0.chunks(per).zip(src.1.chunks(per));
+    let outs = dst.0.chunks_mut(per).zip(dst.1.chunks_mut(per));
+    run_parts(parts.zip(outs), |(a, b)| f(a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_run_in_order_and_cover_everything() {
+        let data: Vec<usize> = (0..1000).collect();
+        for threads in [1, 2, 3, 7] {
+            let per = part_len(data.len(), 10, threads);
+            assert_eq!(per % 10, 0);
+            let sums = run_parts(data.chunks(per), |c| (c[0], c.iter().sum::<usize>()));
+            assert!(sums.len() <= threads);
+            assert!(sums.windows(2).all(|w| w[0].0 < w[1].0));
+            assert_eq!(sums.iter().map(|s| s.1).sum::<usize>(), 999 * 1000 / 2);
+        }
+        assert!(run_parts(Vec::<usize>::new(), |x| x).is_empty());
+        for th in [1, 2, 5] {
+            let sq = par_map(Par::rayon(th), PAR_MIN_WORK, 11, |i| i * i);
+            assert_eq!(sq, (0..11).map(|i| i * i).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn small_work_stays_on_one_thread() {
+        assert_eq!(threads(Par::rayon(4), PAR_MIN_WORK - 1), 1);
+        assert_eq!(threads(Par::rayon(4), PAR_MIN_WORK), 4);
+        assert_eq!(threads(Par::Seq, usize::MAX), 1);
+        assert!(matches!(par_from_count(1), Par::Seq));
+    }
+}
