@@ -245,7 +245,7 @@ impl<T: Real> GridKernel<T> {
     /// The scaling-domain band of axis `axis` for an image whose entries satisfy
     /// `max |x| / min |x| ≤ ratio` (`∞` when an entry is zero): the smallest half-width
     /// `w` whose dropped terms change no output by more than a quarter of `T`'s machine
-    /// epsilon relative to `Σ_j K_ij |x_j|` (the proof is at [`bound_band`]), never
+    /// epsilon relative to `Σ_j K_ij |x_j|` (the proof is in the doc comment of `kernel::grid::bound_band`), never
     /// wider than [`GridKernel::bands`]. Every application of `K` (not of `K ⊙ C`)
     /// measures `ratio` per image and uses this band.
     pub fn band_for(&self, axis: usize, ratio: f64) -> usize {
