@@ -30,7 +30,7 @@ peer() { # $1 = lib
     "$PY" "$PEERS/bench_peers.py" --libs "$1" --skip-slow > "$OUT/peer_$1.txt" 2>&1 || true
     load "peer $1 end"
 }
-cargo bench --bench barycenter --no-run > "$OUT/build.txt" 2>&1
+cargo bench --bench barycenter --bench pointcloud --no-run > "$OUT/build.txt" 2>&1
 ours 'p1_dense|kernel_gemm' p1
 ours_threads 'p1_dense/(full|loop)_f64' p1
 peer pot
@@ -46,6 +46,14 @@ if [[ "${1:-}" == "--with-slow" ]]; then
         "$PY" scripts/pot_log_slow.py "$PEERS" --n2d 64 --n1d 1024 > "$OUT/peer_pot_log.txt" 2>&1 || true
     load "pot-log end"
 fi
+# point clouds (P5 exact OT, P6 Sinkhorn divergences)
+load "ours pointcloud start"
+cargo bench --bench pointcloud > "$OUT/ours_pointcloud.txt" 2>&1
+load "ours pointcloud end"
+load "peer pointcloud start"
+"$PY" scripts/peers_pointcloud.py --skip-slow > "$OUT/peer_pointcloud.txt" 2>&1 || true
+load "peer pointcloud end"
+lscpu > "$OUT/lscpu.txt"
 python3 scripts/criterion_medians.py --json > "$OUT/ours.json"
 python3 scripts/criterion_medians.py target/criterion-threads --json > "$OUT/ours_threads.json"
 python3 scripts/compare.py "$OUT" > "$OUT/tables.md"
