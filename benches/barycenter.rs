@@ -35,8 +35,9 @@ use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::time::Duration;
 use wassdl::analytic::sinkhorn_grads;
-use wassdl::gradient::{loss_and_grad, GradConfig};
+use wassdl::gradient::{loss_and_grad, loss_and_grad_in, GradConfig};
 use wassdl::kernel::apply_new;
+use wassdl::tape::TapeBuffers;
 use wassdl::*;
 
 /// The parallelism forced by `WASSDL_BENCH_PAR`, if any.
@@ -192,9 +193,18 @@ fn softmax_back<T: Real>(y: &Batch<T>, g: &Batch<T>) -> Batch<T> {
     out
 }
 
+thread_local! {
+    /// The tape buffers of the last `wdl_eval` on this thread (one precision at a time).
+    static TAPE: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The WDL objective `Σ_m ‖P(softmax(α), softmax(β_m)) − y_m‖²` and its gradient with
-/// respect to `(α, β)`, one evaluation as Algorithm 2 performs it.
-fn wdl_eval<T: Real>(
+/// respect to `(α, β)`, one evaluation as Algorithm 2 performs it: the tape's buffers
+/// are reused from the previous call, as within a fit. `WASSDL_BENCH_FRESH_TAPE=1`
+/// records into fresh memory every time instead (the earlier behaviour, for
+/// before/after comparisons in one binary).
+fn wdl_eval<T: Real + 'static>(
     k: &dyn Kernel<T>,
     y: &Batch<T>,
     alpha: &Batch<T>,
@@ -204,7 +214,31 @@ fn wdl_eval<T: Real>(
 ) -> (T, Batch<T>, Batch<T>, usize) {
     let d = softmax_cols(alpha);
     let w = softmax_cols(beta);
-    let g = loss_and_grad(k, &d, &w, y, &Loss::Quadratic, cfg, None, opts).unwrap();
+    let g = if std::env::var_os("WASSDL_BENCH_FRESH_TAPE").is_some() {
+        loss_and_grad(k, &d, &w, y, &Loss::Quadratic, cfg, None, opts).unwrap()
+    } else {
+        TAPE.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let mut buffers = slot
+                .take()
+                .and_then(|b| b.downcast::<TapeBuffers<T>>().ok())
+                .map_or_else(TapeBuffers::new, |b| *b);
+            let g = loss_and_grad_in(
+                k,
+                &d,
+                &w,
+                y,
+                &Loss::Quadratic,
+                cfg,
+                None,
+                opts,
+                &mut buffers,
+            )
+            .unwrap();
+            *slot = Some(Box::new(buffers));
+            g
+        })
+    };
     (
         g.loss,
         softmax_back(&d, &g.grad_atoms),

@@ -143,18 +143,32 @@ pub(crate) fn heavy_ball_entry<T: Real>(prev: T, new: T, tau: T, log: bool) -> T
 /// [`heavy_ball_entry`] over two batches: the forward value of [`Ops::heavy_ball`], shared
 /// by every backend so that they give the same bits.
 pub(crate) fn heavy_ball<T: Real>(prev: &Batch<T>, new: &Batch<T>, tau: T, log: bool) -> Batch<T> {
+    let mut out = Batch::zeros(prev.rows(), prev.cols());
+    heavy_ball_into(prev, new, tau, log, &mut out);
+    out
+}
+
+/// [`heavy_ball`] into `out` (same shape, every entry overwritten).
+pub(crate) fn heavy_ball_into<T: Real>(
+    prev: &Batch<T>,
+    new: &Batch<T>,
+    tau: T,
+    log: bool,
+    out: &mut Batch<T>,
+) {
     if log {
-        zip_map(prev, new, |p, n| heavy_ball_entry(p, n, tau, true))
+        zip_map_into(prev, new, out, |p, n| heavy_ball_entry(p, n, tau, true))
     } else {
         // `powf` is a library call: no point in the vectorized wrapper.
         debug_assert_eq!(prev.shape(), new.shape());
-        let data = prev
-            .as_slice()
-            .iter()
+        for ((o, &p), &n) in out
+            .as_mut_slice()
+            .iter_mut()
+            .zip(prev.as_slice())
             .zip(new.as_slice())
-            .map(|(&p, &n)| heavy_ball_entry(p, n, tau, false))
-            .collect();
-        Batch::from_vec(prev.rows(), prev.cols(), data)
+        {
+            *o = heavy_ball_entry(p, n, tau, false);
+        }
     }
 }
 

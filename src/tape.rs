@@ -597,29 +597,31 @@ impl<'k, T: Real> Tape<'k, T> {
                     }
                 };
                 if need(p) {
-                    let gp = Batch::from_fn(pv.rows(), pv.cols(), |i, j| {
-                        let (gk, pk, nk) = (gi.get(i, j), pv.get(i, j), nv.get(i, j));
-                        if zero_at(nk) {
+                    let mut gp = self.fresh(pv.rows(), pv.cols());
+                    let it = gi.as_slice().iter().zip(pv.as_slice()).zip(nv.as_slice());
+                    for (o, ((&gk, &pk), &nk)) in gp.as_mut_slice().iter_mut().zip(it) {
+                        *o = if zero_at(nk) {
                             T::zero()
                         } else if log {
                             tau * gk
                         } else {
                             gk * nk.powf(one - tau) * tau * pk.powf(tau - one)
-                        }
-                    });
+                        };
+                    }
                     self.add_into(&mut g[p], gp);
                 }
                 if need(n) {
-                    let gn = Batch::from_fn(nv.rows(), nv.cols(), |i, j| {
-                        let (gk, pk, nk) = (gi.get(i, j), pv.get(i, j), nv.get(i, j));
-                        if zero_at(nk) {
+                    let mut gn = self.fresh(nv.rows(), nv.cols());
+                    let it = gi.as_slice().iter().zip(pv.as_slice()).zip(nv.as_slice());
+                    for (o, ((&gk, &pk), &nk)) in gn.as_mut_slice().iter_mut().zip(it) {
+                        *o = if zero_at(nk) {
                             T::zero()
                         } else if log {
                             (one - tau) * gk
                         } else {
                             gk * pk.powf(tau) * (one - tau) * nk.powf(-tau)
-                        }
-                    });
+                        };
+                    }
                     self.add_into(&mut g[n], gn);
                 }
             }
@@ -870,7 +872,9 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         self.push(v, Op::Log(a.0), &[a.0])
     }
     fn heavy_ball(&mut self, prev: &Var, new: &Var, tau: T, log: bool) -> Var {
-        let v = ops::heavy_ball(self.val(prev.0), self.val(new.0), tau, log);
+        let (pv, nv) = (self.val(prev.0), self.val(new.0));
+        let mut v = self.fresh(pv.rows(), pv.cols());
+        ops::heavy_ball_into(pv, nv, tau, log, &mut v);
         self.push(v, Op::HeavyBall(prev.0, new.0, tau, log), &[prev.0, new.0])
     }
     fn tile(&mut self, d: &Var, reps: usize) -> Var {
