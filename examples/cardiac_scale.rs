@@ -27,7 +27,7 @@
 //! (the 4 vertices of the simplex at the corners of a square).
 //!
 //! Run: `cargo run --release -p wassdl-cli --example cardiac_scale [-- --f32] [--iters N]
-//! [--threads N] [--quick]`.
+//! [--threads N] [--unit-first-step] [--quick]`.
 
 #[path = "common/mod.rs"]
 pub mod common;
@@ -88,6 +88,9 @@ pub struct Options {
     /// Threads per kernel application (`--threads N`, default 1): the grid kernel
     /// splits an application over `N` scoped threads above its work threshold.
     pub threads: usize,
+    /// L-BFGS's first step `1` instead of `1/‖∇G‖` (`--unit-first-step`, for comparison;
+    /// see `LbfgsConfig::scale_first_step`).
+    pub unit_first_step: bool,
 }
 
 /// Frame `k` of the synthetic sequence, `h × w`, row-major, summing to 1.
@@ -205,6 +208,10 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         .weight_init(WeightInit::Random)
         .seed(10)
         .max_iter(iters);
+    // At ζ = N/(100 M) the initial gradient norm is about 1e-6: a first step of 1 would
+    // make the first line search extrapolate over tens of evaluations.
+    let mut cfg = cfg;
+    cfg.lbfgs.scale_first_step = !opts.unit_first_step;
     println!(
         "cardiac_scale: {FRAMES} frames {h}x{w}, S = {ATOMS}, L = 25, γ = 2 px², ζ = {zeta:.3}, \
          {iters} L-BFGS iterations, {}, {} thread(s) per kernel application; kernel: {}",
@@ -319,6 +326,7 @@ pub fn run(settings: &Settings) -> Result<CardiacMetrics> {
             f32: false,
             iters: None,
             threads: 1,
+            unit_first_step: false,
         },
     )
 }
@@ -328,6 +336,7 @@ fn main() -> std::process::ExitCode {
     // `--f32` and `--iters N` are read here; the common options by `Settings`.
     let mut args: Vec<String> = std::env::args().collect();
     let f32 = args.iter().any(|a| a == "--f32");
+    let unit_first_step = args.iter().any(|a| a == "--unit-first-step");
     let iters = args
         .iter()
         .position(|a| a == "--iters")
@@ -339,7 +348,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    args.retain(|a| a != "--f32");
+    args.retain(|a| a != "--f32" && a != "--unit-first-step");
     for flag in ["--iters", "--threads"] {
         if let Some(i) = args.iter().position(|a| a == flag) {
             args.drain(i..(i + 2).min(args.len()));
@@ -362,6 +371,7 @@ fn main() -> std::process::ExitCode {
             f32,
             iters,
             threads,
+            unit_first_step,
         },
     ) {
         Ok(m) => {

@@ -21,7 +21,7 @@ def peer_results(out):
         text = open(path).read()
         if "@@RAW_JSON@@" in text:
             d = json.loads(text.split("@@RAW_JSON@@", 1)[1])
-            for lib, w in d["workers"].items():
+            for lib, w in d.get("workers", {}).items():
                 for k, v in w.get("results", {}).items():
                     if isinstance(v, dict) and "median_s" in v:
                         res[f"{lib}:{k}"] = v["median_s"]

@@ -122,9 +122,16 @@ pub(crate) fn marginal_error<T: Real>(x: &Batch<T>, y: &Batch<T>, d: &Batch<T>, 
     }))
 }
 
-/// Work (multiply-adds or exponentials) below which a computation stays on one thread
-/// even when several are allowed (see the module docs).
+/// Work (in multiply-adds) below which a computation stays on one thread even when
+/// several are allowed (see the module docs).
 pub(crate) const PAR_MIN_WORK: usize = 1 << 24;
+
+/// What one exponential counts in [`PAR_MIN_WORK`]'s units: the vectorized `exp` is a
+/// polynomial of about a dozen multiply-adds plus its range reduction. Counting it as one
+/// kept every log-domain and point-cloud application of the benchmarks on one thread
+/// (the divergence at N = 2000 ran 1.6× slower than with two threads in the 2026-12-06
+/// sitting).
+pub(crate) const EXP_WORK: usize = 16;
 
 /// Threads for one computation of `work` units under the caller's setting `par`: one for
 /// `Par::Seq` or work below [`PAR_MIN_WORK`], else the number `Par::Rayon` holds.

@@ -323,6 +323,7 @@ fn cardiac_scale_quick() {
             f32,
             iters: None,
             threads: 1,
+            unit_first_step: false,
         };
         let m = cardiac_scale::run_with(&settings, &opts).unwrap();
         let v = check_result_line(

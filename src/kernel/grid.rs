@@ -7,7 +7,7 @@ use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
-use crate::solver::{in_parts, in_parts2, threads};
+use crate::solver::{in_parts, in_parts2, threads, EXP_WORK};
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -359,7 +359,7 @@ impl<T: Real> GridKernel<T> {
         self.chain(v, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
             let unit = ax.n * inner;
-            let th = threads(self.par, src.len() * ax.n);
+            let th = threads(self.par, src.len() * ax.n * EXP_WORK);
             let weight = (weighted == Some(a)).then_some(ax.c1);
             for (s, c) in in_parts(th, unit, src, dst, |s, d| {
                 axis_log(ax.c1g, weight, s, d, None, ax.n, inner)
@@ -906,7 +906,7 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
         for (a, ax) in self.axes.iter().enumerate() {
             let inner: usize = shape[a + 1..].iter().product();
             let unit = ax.n * inner;
-            let th = threads(self.par, v.as_slice().len() * ax.n);
+            let th = threads(self.par, v.as_slice().len() * ax.n * EXP_WORK);
             in_parts2(
                 th,
                 unit,

@@ -620,7 +620,8 @@ fn log_rows<T: Real>(
 ) {
     let rows = out.len();
     let cols = m.cols;
-    let workers = solver::threads(par, rows * cols).clamp(1, rows.max(1));
+    // each entry: one exponential and the cost (recomputed from the points or read)
+    let workers = solver::threads(par, rows * cols * (solver::EXP_WORK + 2)).clamp(1, rows.max(1));
     let nblocks = cols.div_ceil(BLOCK);
     let hmax: Vec<T> = h
         .chunks(BLOCK)
