@@ -247,7 +247,7 @@ const MAX_STEP_SHRINKS: u32 = 60;
 #[derive(Clone)]
 pub(crate) struct GuardedLineSearch<L> {
     /// Builds the inner line search from (first trial step, largest step).
-    make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
+    make: LineSearchMaker<L>,
     first_step: f64,
     /// The first step of the run's first line search, taken once by whichever clone
     /// initializes first (argmin clones the line search at every iteration).
@@ -268,7 +268,7 @@ pub(crate) struct GuardedLineSearch<L> {
 
 impl<L> GuardedLineSearch<L> {
     fn new(
-        make: fn(f64, f64) -> std::result::Result<L, argmin::core::Error>,
+        make: LineSearchMaker<L>,
         first_step: f64,
         first_of_run: Option<f64>,
         guard: bool,
@@ -558,9 +558,7 @@ pub(crate) fn minimize<P: Differentiable + ?Sized>(
     hooks: &mut dyn Hooks,
 ) -> Result<Outcome> {
     cfg.validate()?;
-    let (m, tg, tc) = (cfg.memory, cfg.tol_grad, cfg.tol_cost);
     let total = Arc::new(AtomicUsize::new(0));
-    let guard = cfg.guard_steps;
     let run = Run {
         problem,
         budget: cfg.max_iter,
@@ -568,65 +566,45 @@ pub(crate) fn minimize<P: Differentiable + ?Sized>(
         eps,
         scale_first_step: cfg.scale_first_step,
     };
+    // each line search is its own type in argmin, hence one `drive` per kind
     let out = match cfg.line_search {
         LineSearchKind::MoreThuente => run.drive(
-            |step, first_of_run| {
-                let ls = GuardedLineSearch::new(
-                    |step, max| {
-                        let mut ls = MoreThuenteLineSearch::new()
-                            .with_bounds(f64::EPSILON.sqrt().min(1e-3 * max), max.min(f64::MAX))?;
-                        ls.initial_step_length(step)?;
-                        Ok(ls)
-                    },
-                    step,
-                    first_of_run,
-                    guard,
-                    total.clone(),
-                );
-                LBFGS::new(ls, m)
-                    .with_tolerance_grad(tg)?
-                    .with_tolerance_cost(tc)
-            },
+            guarded_lbfgs(
+                |step, max| {
+                    let mut ls = MoreThuenteLineSearch::new()
+                        .with_bounds(f64::EPSILON.sqrt().min(1e-3 * max), max.min(f64::MAX))?;
+                    ls.initial_step_length(step)?;
+                    Ok(ls)
+                },
+                cfg,
+                &total,
+            ),
             start,
             hooks,
         ),
         LineSearchKind::HagerZhang => run.drive(
-            |step, first_of_run| {
-                let ls = GuardedLineSearch::new(
-                    |step, _max| {
-                        let mut ls = HagerZhangLineSearch::new();
-                        ls.initial_step_length(step)?;
-                        Ok(ls)
-                    },
-                    step,
-                    first_of_run,
-                    guard,
-                    total.clone(),
-                );
-                LBFGS::new(ls, m)
-                    .with_tolerance_grad(tg)?
-                    .with_tolerance_cost(tc)
-            },
+            guarded_lbfgs(
+                |step, _max| {
+                    let mut ls = HagerZhangLineSearch::new();
+                    ls.initial_step_length(step)?;
+                    Ok(ls)
+                },
+                cfg,
+                &total,
+            ),
             start,
             hooks,
         ),
         LineSearchKind::Backtracking => run.drive(
-            |step, first_of_run| {
-                let ls = GuardedLineSearch::new(
-                    |step, _max| {
-                        let mut ls = BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?);
-                        ls.initial_step_length(step)?;
-                        Ok(ls)
-                    },
-                    step,
-                    first_of_run,
-                    guard,
-                    total.clone(),
-                );
-                LBFGS::new(ls, m)
-                    .with_tolerance_grad(tg)?
-                    .with_tolerance_cost(tc)
-            },
+            guarded_lbfgs(
+                |step, _max| {
+                    let mut ls = BacktrackingLineSearch::new(ArmijoCondition::new(1e-4)?);
+                    ls.initial_step_length(step)?;
+                    Ok(ls)
+                },
+                cfg,
+                &total,
+            ),
             start,
             hooks,
         ),
@@ -635,6 +613,27 @@ pub(crate) fn minimize<P: Differentiable + ?Sized>(
         step_shrinks: total.load(Ordering::Relaxed),
         ..out
     })
+}
+
+type LineSearchMaker<L> = fn(f64, f64) -> ArgminResult<L>;
+type GuardedLbfgs<L> = LBFGS<GuardedLineSearch<L>, Param, Param, f64>;
+
+/// The solver factory [`Run::drive`] takes: L-BFGS under `cfg` over a guarded line
+/// search whose inner search `make` builds from (first step, largest step).
+fn guarded_lbfgs<L>(
+    make: LineSearchMaker<L>,
+    cfg: &LbfgsConfig,
+    total: &Arc<AtomicUsize>,
+) -> impl Fn(f64, Option<f64>) -> ArgminResult<GuardedLbfgs<L>> {
+    let (memory, tol_grad, tol_cost, guard) =
+        (cfg.memory, cfg.tol_grad, cfg.tol_cost, cfg.guard_steps);
+    let total = total.clone();
+    move |step, first_of_run| {
+        let ls = GuardedLineSearch::new(make, step, first_of_run, guard, total.clone());
+        LBFGS::new(ls, memory)
+            .with_tolerance_grad(tol_grad)?
+            .with_tolerance_cost(tol_cost)
+    }
 }
 
 struct Run<'p, P: ?Sized> {
