@@ -26,8 +26,8 @@
 //! their reconstructions, the atoms, and the barycentric path projected on the plane
 //! (the 4 vertices of the simplex at the corners of a square).
 //!
-//! Run: `cargo run --release -p wassdl-cli --example cardiac_scale [-- --f32] [--iters N]
-//! [--threads N] [--unit-first-step] [--quick]`.
+//! Run: `cargo run --release -p wassdl-cli --example cardiac_scale -- [--f32 | --mixed
+//! [--f32-iters K]] [--iters N] [--threads N] [--unit-first-step] [--quick]`.
 
 #[path = "common/mod.rs"]
 pub mod common;
@@ -78,12 +78,29 @@ impl CardiacMetrics {
     }
 }
 
+/// The precision the fit is computed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// `f64` throughout (the default).
+    F64,
+    /// `f32` throughout (`--f32`).
+    F32,
+    /// `f32` for the first `f32_iters` L-BFGS iterations, then `f64` from the atoms and
+    /// weights reached (`--mixed`, `--f32-iters K`, default 100). Near convergence the
+    /// `f32` objective and gradient are too coarse for the line searches, which then spend
+    /// tens of evaluations per iteration; the `f64` stage starts a fresh L-BFGS there.
+    Mixed {
+        /// Iterations done in `f32`.
+        f32_iters: u64,
+    },
+}
+
 /// Options beyond the common ones.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Single precision.
-    pub f32: bool,
-    /// L-BFGS iterations (default 200, 3 with `--quick`).
+    /// Precision of the fit.
+    pub precision: Precision,
+    /// L-BFGS iterations (default 200, 3 with `--quick`), over all stages.
     pub iters: Option<u64>,
     /// Threads per kernel application (`--threads N`, default 1): the grid kernel
     /// splits an application over `N` scoped threads above its work threshold.
@@ -138,18 +155,23 @@ struct ProgressLine {
     total: u64,
     quiet: bool,
     start: Instant,
+    /// Iterations and evaluations of the earlier stages of a mixed-precision fit.
+    done: (u64, usize),
+    precision: &'static str,
 }
 
 impl Observer for ProgressLine {
     fn observe(&mut self, it: &IterationInfo) -> Control {
-        if !self.quiet && (it.iteration % self.every == 0 || it.iteration == self.total) {
+        let iteration = it.iteration + self.done.0;
+        if !self.quiet && (iteration % self.every == 0 || iteration == self.total) {
             eprintln!(
-                "  it {:>4}/{}  loss {:.6e}  |grad| {:.2e}  evals {:>4}  {:.1} s  peak {:.0} MiB",
-                it.iteration,
+                "  it {:>4}/{} ({})  loss {:.6e}  |grad| {:.2e}  evals {:>4}  {:.1} s  peak {:.0} MiB",
+                iteration,
                 self.total,
+                self.precision,
                 it.loss,
                 it.grad_norm,
-                it.evaluations,
+                it.evaluations + self.done.1,
                 self.start.elapsed().as_secs_f64(),
                 peak_mib()
             );
@@ -175,32 +197,87 @@ pub fn cycle_check<T: Real>(w: &Batch<T>) -> (f64, f64) {
     (closure, spread)
 }
 
-fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
-    let (h, w) = if settings.quick { (34, 30) } else { (272, 240) };
-    let iters = opts.iters.unwrap_or(if settings.quick { 3 } else { 200 });
-    let n = h * w;
+/// The sequence as a batch in precision `T`, each column renormalized there so that it
+/// is in the simplex of that precision.
+fn frames_in<T: Real>(h: usize, w: usize) -> Batch<T> {
     let frames: Vec<Vec<f64>> = (0..FRAMES).map(|k| frame(k, h, w)).collect();
-    let data = Batch::<T>::from_fn(n, FRAMES, |i, j| T::of(frames[j][i]));
-    // Renormalize in the working precision so that each column is in the simplex there.
-    let data = {
-        let mut d = data;
-        for j in 0..FRAMES {
-            let s: f64 = d.col(j).iter().map(|v| v.to_f64_()).sum();
-            for v in d.col_mut(j) {
-                *v = T::of(v.to_f64_() / s);
-            }
+    let mut d = Batch::<T>::from_fn(h * w, FRAMES, |i, j| T::of(frames[j][i]));
+    for j in 0..FRAMES {
+        let s: f64 = d.col(j).iter().map(|v| v.to_f64_()).sum();
+        for v in d.col_mut(j) {
+            *v = T::of(v.to_f64_() / s);
         }
-        d
-    };
+    }
+    d
+}
+
+/// `b`'s columns in `f64`, renormalized there: the given initialization of the next stage
+/// (an `f32` simplex column sums to 1 only to `f32` rounding). An entry that underflowed
+/// to 0 in `T` (a weight `exp(ζβ̃)` at ζ = 50 does) becomes `T`'s smallest normal number,
+/// the least it could have been: a softmax cannot represent 0, and a weight of 10⁻³⁸
+/// changes the barycenter's geometric mean by about 10⁻³⁶.
+fn simplex_f64<T: Real>(b: &Batch<T>) -> Vec<f64> {
+    let tiny = T::min_positive_value().to_f64_();
+    let mut v = b.cast::<f64>().map(|x| x.max(tiny));
+    for j in 0..v.cols() {
+        let s: f64 = v.col(j).iter().sum();
+        v.col_mut(j).iter_mut().for_each(|x| *x /= s);
+    }
+    v.as_slice().to_vec()
+}
+
+/// What a stage hands on, in `f64`.
+struct Stage {
+    atoms: Batch<f64>,
+    weights: Batch<f64>,
+    reconstruction: Batch<f64>,
+    loss: f64,
+    iterations: u64,
+    evaluations: usize,
+    termination: wassdl::lbfgs::Termination,
+}
+
+/// `cfg.lbfgs.max_iter` L-BFGS iterations in precision `T` from `cfg`'s initialization.
+fn stage<T: Real>(
+    (h, w): (usize, usize),
+    threads: usize,
+    cfg: &WdlConfig,
+    obs: &mut ProgressLine,
+) -> Result<Stage> {
+    let data = frames_in::<T>(h, w);
     let grid = Grid::new(&[h, w])?.with_units(GridUnits::Pixel);
-    let par = if opts.threads > 1 {
-        faer::Par::rayon(opts.threads)
+    let par = if threads > 1 {
+        faer::Par::rayon(threads)
     } else {
         faer::Par::Seq
     };
     let kernel = GridKernel::<T>::new(&grid, T::of(2.0))?.with_par(par);
+    println!(
+        "stage: {} iterations in {}; kernel: {}",
+        cfg.lbfgs.max_iter,
+        T::NAME,
+        wassdl::Kernel::describe(&kernel)
+    );
+    obs.precision = T::NAME;
+    let learned = fit(&kernel, &data, cfg, obs)?;
+    Ok(Stage {
+        atoms: learned.atoms.cast(),
+        weights: learned.weights.cast(),
+        reconstruction: learned.reconstruction.cast(),
+        loss: learned.loss,
+        iterations: learned.iterations,
+        evaluations: learned.evaluations,
+        termination: learned.termination,
+    })
+}
+
+/// Runs the experiment in the precision `opts` asks for and writes its figures.
+pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
+    let (h, w) = if settings.quick { (34, 30) } else { (272, 240) };
+    let iters = opts.iters.unwrap_or(if settings.quick { 3 } else { 200 });
+    let n = h * w;
     let zeta = n as f64 / (100.0 * FRAMES as f64);
-    let cfg = WdlConfig::new(ATOMS)
+    let mut cfg = WdlConfig::new(ATOMS)
         .barycenter(BarycenterConfig::iterations(25))
         .loss(Loss::Quadratic)
         .zeta(zeta)
@@ -210,14 +287,12 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         .max_iter(iters);
     // At ζ = N/(100 M) the initial gradient norm is about 1e-6: a first step of 1 would
     // make the first line search extrapolate over tens of evaluations.
-    let mut cfg = cfg;
     cfg.lbfgs.scale_first_step = !opts.unit_first_step;
     println!(
         "cardiac_scale: {FRAMES} frames {h}x{w}, S = {ATOMS}, L = 25, γ = 2 px², ζ = {zeta:.3}, \
-         {iters} L-BFGS iterations, {}, {} thread(s) per kernel application; kernel: {}",
-        T::NAME,
+         {iters} L-BFGS iterations, {:?}, {} thread(s) per kernel application",
+        opts.precision,
         opts.threads.max(1),
-        wassdl::Kernel::describe(&kernel)
     );
     let t0 = Instant::now();
     let mut obs = ProgressLine {
@@ -225,13 +300,45 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         total: iters,
         quiet: !settings.progress,
         start: t0,
+        done: (0, 0),
+        precision: "",
     };
-    let learned = fit(&kernel, &data, &cfg, &mut obs)?;
+    let size = (h, w);
+    let learned = match opts.precision {
+        Precision::F64 => stage::<f64>(size, opts.threads, &cfg, &mut obs)?,
+        Precision::F32 => stage::<f32>(size, opts.threads, &cfg, &mut obs)?,
+        Precision::Mixed { f32_iters } => {
+            let first = stage::<f32>(
+                size,
+                opts.threads,
+                &cfg.clone().max_iter(f32_iters.min(iters)),
+                &mut obs,
+            )?;
+            let rest = iters - first.iterations;
+            if rest == 0 {
+                first
+            } else {
+                // A fresh L-BFGS in f64 from the atoms and weights reached in f32.
+                let cfg64 = cfg
+                    .clone()
+                    .atom_init(AtomInit::Given(simplex_f64(&first.atoms)))
+                    .weight_init(WeightInit::Given(simplex_f64(&first.weights)))
+                    .max_iter(rest);
+                obs.done = (first.iterations, first.evaluations);
+                let second = stage::<f64>(size, opts.threads, &cfg64, &mut obs)?;
+                Stage {
+                    iterations: first.iterations + second.iterations,
+                    evaluations: first.evaluations + second.evaluations,
+                    ..second
+                }
+            }
+        }
+    };
     let fit_seconds = t0.elapsed().as_secs_f64();
     let peak = peak_mib();
     println!(
         "fit: {} iterations, {} evaluations in {fit_seconds:.1} s ({:.2} s per evaluation), \
-         loss {:.4e}, {:?}; peak memory {peak:.0} MiB (VmHWM)",
+         loss {:.4e}, {}; peak memory {peak:.0} MiB (VmHWM)",
         learned.iterations,
         learned.evaluations,
         fit_seconds / learned.evaluations.max(1) as f64,
@@ -243,10 +350,10 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         "Figure 10 check: closing step {closure_ratio:.2} mean steps, path spread \
          {spread:.2} mean steps"
     );
+    let data = frames_in::<f64>(h, w);
 
     // Figures: frames and reconstructions, atoms, the barycentric path.
-    let f64col =
-        |b: &Batch<T>, j: usize| -> Vec<f64> { b.col(j).iter().map(|v| v.to_f64_()).collect() };
+    let f64col = |b: &Batch<f64>, j: usize| -> Vec<f64> { b.col(j).to_vec() };
     let picks = [0, 3, 6, 9, 12];
     let mut imgs: Vec<Vec<f64>> = picks.iter().map(|&j| f64col(&data, j)).collect();
     imgs.extend(picks.iter().map(|&j| f64col(&learned.reconstruction, j)));
@@ -282,7 +389,7 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
         .map(|k| {
             let j = k % FRAMES;
             (0..ATOMS).fold((0.0, 0.0), |(x, y), s| {
-                let a = learned.weights.get(s, j).to_f64_();
+                let a = learned.weights.get(s, j);
                 (x + a * corners[s].0, y + a * corners[s].1)
             })
         })
@@ -309,21 +416,12 @@ fn run_typed<T: Real>(settings: &Settings, opts: &Options) -> Result<CardiacMetr
     })
 }
 
-/// Runs the experiment in the precision `opts` asks for and writes its figures.
-pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
-    if opts.f32 {
-        run_typed::<f32>(settings, opts)
-    } else {
-        run_typed::<f64>(settings, opts)
-    }
-}
-
 /// [`run_with`] in `f64` with the default iteration count.
 pub fn run(settings: &Settings) -> Result<CardiacMetrics> {
     run_with(
         settings,
         &Options {
-            f32: false,
+            precision: Precision::F64,
             iters: None,
             threads: 1,
             unit_first_step: false,
@@ -331,47 +429,56 @@ pub fn run(settings: &Settings) -> Result<CardiacMetrics> {
     )
 }
 
+/// The example's command line: the common options and its own.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    common: common::Args,
+    /// The fit in `f32` throughout.
+    #[arg(long, conflicts_with = "mixed")]
+    f32: bool,
+    /// `f32` for the first `--f32-iters` iterations, then `f64`.
+    #[arg(long)]
+    mixed: bool,
+    /// Iterations done in `f32` by `--mixed`.
+    #[arg(long, default_value_t = 100)]
+    f32_iters: u64,
+    /// L-BFGS iterations (default 200, 3 with `--quick`).
+    #[arg(long)]
+    iters: Option<u64>,
+    /// Threads per kernel application.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// L-BFGS's first step `1` instead of `1/‖∇G‖`.
+    #[arg(long)]
+    unit_first_step: bool,
+}
+
 #[allow(dead_code)]
 fn main() -> std::process::ExitCode {
-    // `--f32` and `--iters N` are read here; the common options by `Settings`.
-    let mut args: Vec<String> = std::env::args().collect();
-    let f32 = args.iter().any(|a| a == "--f32");
-    let unit_first_step = args.iter().any(|a| a == "--unit-first-step");
-    let iters = args
-        .iter()
-        .position(|a| a == "--iters")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok());
-    let threads = args
-        .iter()
-        .position(|a| a == "--threads")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    args.retain(|a| a != "--f32" && a != "--unit-first-step");
-    for flag in ["--iters", "--threads"] {
-        if let Some(i) = args.iter().position(|a| a == flag) {
-            args.drain(i..(i + 2).min(args.len()));
-        }
-    }
-    let settings = {
-        use clap::Parser;
-        let a = common::Args::parse_from(args);
-        Settings {
-            quick: a.quick,
-            out_dir: a
-                .out
-                .unwrap_or_else(|| std::path::Path::new("out").join("cardiac_scale")),
-            progress: !a.quiet,
-        }
+    let cli = <Cli as clap::Parser>::parse();
+    let settings = Settings {
+        quick: cli.common.quick,
+        out_dir: cli
+            .common
+            .out
+            .unwrap_or_else(|| std::path::Path::new("out").join("cardiac_scale")),
+        progress: !cli.common.quiet,
+    };
+    let precision = match (cli.f32, cli.mixed) {
+        (true, _) => Precision::F32,
+        (false, true) => Precision::Mixed {
+            f32_iters: cli.f32_iters,
+        },
+        (false, false) => Precision::F64,
     };
     match run_with(
         &settings,
         &Options {
-            f32,
-            iters,
-            threads,
-            unit_first_step,
+            precision,
+            iters: cli.iters,
+            threads: cli.threads,
+            unit_first_step: cli.unit_first_step,
         },
     ) {
         Ok(m) => {

@@ -121,12 +121,12 @@ impl<T: Real> Batch<T> {
     }
     /// Sum of every entry.
     pub fn sum(&self) -> T {
-        self.data.iter().fold(T::zero(), |a, &b| a + b)
+        crate::real::wide_sum(self.data.iter().copied())
     }
     /// Sum of each column.
     pub fn col_sums(&self) -> Vec<T> {
         (0..self.cols)
-            .map(|j| self.col(j).iter().fold(T::zero(), |a, &b| a + b))
+            .map(|j| crate::real::wide_sum(self.col(j).iter().copied()))
             .collect()
     }
     /// Position of the first non-finite entry, if any.

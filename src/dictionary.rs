@@ -193,7 +193,7 @@ impl KernelSpec {
 }
 
 /// Initial atoms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AtomInit {
     /// Every atom uniform, `1/N` (the paper's PSF and cardiac experiments). Needs
@@ -206,6 +206,9 @@ pub enum AtomInit {
     /// `S` distinct datapoints drawn at random (seeded), mixed with `10⁻³` of the uniform
     /// histogram so that every entry is positive (a softmax cannot represent zeros).
     FromData,
+    /// Given `N × S` atoms, column-major, each column in the simplex with positive
+    /// entries: to continue a fit from its result, e.g. in `f64` after an `f32` fit.
+    Given(Vec<f64>),
 }
 
 /// Initial weights.
@@ -690,7 +693,7 @@ fn init_alpha<T: Real>(
     rng: &mut rand::rngs::StdRng,
 ) -> Result<Vec<f64>> {
     let (n, m, s) = (data.rows(), data.cols(), cfg.n_atoms);
-    Ok(match cfg.atom_init {
+    Ok(match &cfg.atom_init {
         AtomInit::Constant => vec![0.0; n * s],
         AtomInit::Random => (0..n * s).map(|_| log_uniform(rng)).collect(),
         AtomInit::FromData => {
@@ -712,6 +715,10 @@ fn init_alpha<T: Real>(
                 })
                 .collect()
         }
+        AtomInit::Given(d) => {
+            given_simplex("atom_init", d, n, s)?;
+            d.iter().map(|&v| v.ln()).collect()
+        }
     })
 }
 
@@ -727,25 +734,31 @@ fn init_beta(
         WeightInit::Uniform => vec![0.0; s * m],
         WeightInit::Random => (0..s * m).map(|_| log_uniform(rng) / z).collect(),
         WeightInit::Given(w) => {
-            if w.len() != s * m {
-                return Err(Error::ShapeMismatch {
-                    arg: "weight_init",
-                    expected: format!("{s} x {m} ({} entries)", s * m),
-                    found: format!("{} entries", w.len()),
-                });
-            }
-            let b = Batch::from_vec(s, m, w.clone());
-            validate::simplex_columns("weight_init", &b)?;
-            if let Some(k) = w.iter().position(|&v| v <= 0.0) {
-                return Err(Error::InvalidParameter {
-                    arg: "weight_init",
-                    requirement: "every weight > 0 (a softmax cannot represent 0; use e.g. 1e-3)",
-                    value: w[k],
-                });
-            }
+            given_simplex("weight_init", w, s, m)?;
             w.iter().map(|&v| v.ln() / z).collect()
         }
     })
+}
+
+/// Checks a given initialization: `rows × cols` entries, column-major, each column in the
+/// simplex, every entry positive (the softmax of eq. 13 cannot represent a zero).
+fn given_simplex(arg: &'static str, v: &[f64], rows: usize, cols: usize) -> Result<()> {
+    if v.len() != rows * cols {
+        return Err(Error::ShapeMismatch {
+            arg,
+            expected: format!("{rows} x {cols} ({} entries)", rows * cols),
+            found: format!("{} entries", v.len()),
+        });
+    }
+    validate::simplex_columns(arg, &Batch::from_vec(rows, cols, v.to_vec()))?;
+    if let Some(k) = v.iter().position(|&x| x <= 0.0) {
+        return Err(Error::InvalidParameter {
+            arg,
+            requirement: "every entry > 0 (a softmax cannot represent 0; use e.g. 1e-3)",
+            value: v[k],
+        });
+    }
+    Ok(())
 }
 
 impl<T: Real> Differentiable for Shared<'_, T> {

@@ -4,7 +4,7 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::ops::Ops;
-use crate::real::Real;
+use crate::real::{wide_sum, Real};
 use crate::sinkhorn::{sinkhorn_masses, SinkhornConfig};
 use crate::solver::Stop;
 use crate::tape::{Tape, Var};
@@ -67,30 +67,30 @@ impl Loss {
         use crate::ops::zip_map as zip;
         Ok(match self {
             Loss::TotalVariation => {
-                let v = p
-                    .as_slice()
-                    .iter()
-                    .zip(x.as_slice())
-                    .map(|(&a, &b)| (a - b).abs())
-                    .sum();
+                let v = wide_sum(
+                    p.as_slice()
+                        .iter()
+                        .zip(x.as_slice())
+                        .map(|(&a, &b)| (a - b).abs()),
+                );
                 (v, zip(p, x, |a, b| sign(a - b)))
             }
             Loss::Quadratic => {
-                let v = p
-                    .as_slice()
-                    .iter()
-                    .zip(x.as_slice())
-                    .map(|(&a, &b)| (a - b) * (a - b))
-                    .sum();
+                let v = wide_sum(
+                    p.as_slice()
+                        .iter()
+                        .zip(x.as_slice())
+                        .map(|(&a, &b)| (a - b) * (a - b)),
+                );
                 (v, zip(p, x, |a, b| T::of(2.0) * (a - b)))
             }
             Loss::KullbackLeibler => {
-                let v = p
-                    .as_slice()
-                    .iter()
-                    .zip(x.as_slice())
-                    .map(|(&a, &b)| kl_term(a, b))
-                    .sum();
+                let v = wide_sum(
+                    p.as_slice()
+                        .iter()
+                        .zip(x.as_slice())
+                        .map(|(&a, &b)| kl_term(a, b)),
+                );
                 (v, zip(p, x, |a, b| (a / b).ln()))
             }
             Loss::Wasserstein { iterations } => {
@@ -102,7 +102,7 @@ impl Loss {
                 // `p` is a barycenter after finitely many iterations: its mass is 1 only
                 // up to its convergence error, which a fixed-L Sinkhorn does not need.
                 let ot = sinkhorn_masses(kernel, p, x, &cfg, None, false)?;
-                (ot.cost.iter().copied().sum(), ot.f)
+                (wide_sum(ot.cost.iter().copied()), ot.f)
             }
         })
     }

@@ -77,3 +77,16 @@ impl Real for f32 {
         crate::vexp::dot_exp_shift_f32(w, x, shift)
     }
 }
+
+/// `Σ x` accumulated in `f64` and rounded once to `T`.
+///
+/// Every reduction of the objective goes through it. In `f64` it is the plain
+/// left-to-right sum (bitwise). In `f32` a naive running sum of the `N·M ≈ 8.5·10⁵`
+/// squared residuals of a cardiac-size fit drifts by about `√(NM)·2⁻²⁴ ≈ 5·10⁻⁵` of the
+/// loss. That is the size of one late L-BFGS decrease, so the line searches cannot tell
+/// a step from the noise. Widened, the sum carries one rounding (`2⁻²⁴`) whatever `N`.
+/// The same holds for the masses the softmax (eq. 13) divides by.
+#[inline]
+pub(crate) fn wide_sum<T: Real>(it: impl IntoIterator<Item = T>) -> T {
+    T::of(it.into_iter().fold(0.0, |a, b| a + b.to_f64_()))
+}

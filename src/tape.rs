@@ -19,7 +19,7 @@
 use crate::batch::Batch;
 use crate::kernel::{apply_log_new, Kernel};
 use crate::ops::{self, zip_map, Ops};
-use crate::real::Real;
+use crate::real::{wide_sum, Real};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -337,19 +337,19 @@ impl<'k, T: Real> Tape<'k, T> {
 
     /// `⟨a, b⟩` (Frobenius) as a `1 × 1` node.
     pub fn dot(&mut self, a: &Var, b: &Var) -> Var {
-        let s = self
-            .val(a.0)
-            .as_slice()
-            .iter()
-            .zip(self.val(b.0).as_slice())
-            .map(|(&x, &y)| x * y)
-            .sum();
+        let s = wide_sum(
+            self.val(a.0)
+                .as_slice()
+                .iter()
+                .zip(self.val(b.0).as_slice())
+                .map(|(&x, &y)| x * y),
+        );
         self.push(Batch::filled(1, 1, s), Op::Dot(a.0, b.0), &[a.0, b.0])
     }
 
     /// `‖x‖²` (Frobenius) as a `1 × 1` node.
     pub fn sum_sq(&mut self, x: &Var) -> Var {
-        let s = self.val(x.0).as_slice().iter().map(|&v| v * v).sum();
+        let s = wide_sum(self.val(x.0).as_slice().iter().map(|&v| v * v));
         self.push(Batch::filled(1, 1, s), Op::SumSq(x.0), &[x.0])
     }
 
@@ -700,7 +700,7 @@ impl<'k, T: Real> Tape<'k, T> {
                 }
                 if need(w) {
                     let gw = Batch::from_fn(s, m, |k, j| {
-                        (0..n).fold(T::zero(), |acc, i| acc + gi.get(i, j) * e(k, j, i))
+                        wide_sum((0..n).map(|i| gi.get(i, j) * e(k, j, i)))
                     });
                     self.add_into(&mut g[w], gw);
                 }
@@ -756,7 +756,7 @@ impl<'k, T: Real> Tape<'k, T> {
                     let (n, m) = y.shape();
                     let mut gx = Batch::zeros(n, m);
                     for j in 0..m {
-                        let dot: T = gi.col(j).iter().zip(y.col(j)).map(|(&a, &b)| a * b).sum();
+                        let dot: T = wide_sum(gi.col(j).iter().zip(y.col(j)).map(|(&a, &b)| a * b));
                         for ((o, &a), &b) in gx.col_mut(j).iter_mut().zip(gi.col(j)).zip(y.col(j)) {
                             *o = b * (a - dot);
                         }
@@ -805,7 +805,7 @@ pub(crate) fn softmax_cols<T: Real>(x: &Batch<T>) -> Batch<T> {
         for v in c.iter_mut() {
             *v = (*v - m).exp();
         }
-        let s: T = c.iter().copied().sum();
+        let s: T = wide_sum(c.iter().copied());
         for v in c.iter_mut() {
             *v /= s;
         }

@@ -535,6 +535,25 @@ fn invalid_input_is_an_error() {
             ])),
             "weight_init",
         ),
+        (
+            ok.clone().atom_init(AtomInit::Given(vec![0.025; 41])),
+            "atom_init",
+        ),
+        (
+            // columns summing to 2
+            ok.clone().atom_init(AtomInit::Given(vec![0.05; 80])),
+            "atom_init",
+        ),
+        (
+            // a zero entry, columns normalized
+            ok.clone().atom_init(AtomInit::Given(
+                std::iter::once(0.0)
+                    .chain(std::iter::repeat_n(1.0 / 39.0, 39))
+                    .chain(std::iter::repeat_n(0.025, 40))
+                    .collect(),
+            )),
+            "atom_init",
+        ),
         (ok.clone().warm_restart(0), "warm_restart"),
         (
             ok.clone().lbfgs(LbfgsConfig {
@@ -568,15 +587,19 @@ fn invalid_input_is_an_error() {
 /// accepted point with a 10× shorter first step (`LINE_SEARCH_RETRIES`). On this f32
 /// problem at γ = 2e-3 (the scalings underflow for long steps) the fit without retries
 /// stopped after 5 iterations at loss 0.220; with them it spends its 100-iteration budget.
+/// The line-search guard (`guard_steps`, on by default) absorbs such a trial step inside
+/// the line search (3 step shrinks here, no failed line search since the reductions sum
+/// in f64), so it is turned off to exercise the retries.
 #[test]
 fn a_failed_line_search_is_retried_with_a_shorter_step() {
     let grid = Grid::new(&[40]).unwrap();
     let k = GridKernel::<f32>::new(&grid, 2e-3).unwrap();
     let data: Batch<f32> = gaussians(40, &[0.3, 0.45, 0.6], 0.05);
-    let cfg = WdlConfig::new(2)
+    let mut cfg = WdlConfig::new(2)
         .barycenter(BarycenterConfig::iterations(30))
         .weight_init(WeightInit::Random)
         .max_iter(100);
+    cfg.lbfgs.guard_steps = false;
     let f = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
     println!(
         "loss {:.4e} -> {:.4e}, {} iterations, {:?}, {:?}",
@@ -795,4 +818,31 @@ fn scaled_first_step_saves_the_first_iterations_evaluations() {
     assert!(plain.history[0].grad_norm < 1e-2);
     assert!(first(&fast) < first(&plain));
     assert!(fast.loss < fast.history[0].loss);
+}
+
+/// A fit continued from its result through `AtomInit::Given` and `WeightInit::Given` (as
+/// `examples/cardiac_scale.rs --mixed` does from f32 to f64) starts where it ended: the
+/// logarithms of eq. 13's softmax round-trip, so the new fit's initial loss is the old
+/// fit's final loss up to the rounding of `ln` and `exp` (a few ulps of each entry, 1e-12
+/// relative on the loss leaves three decades for the barycenter's own rounding).
+#[test]
+fn a_fit_continues_from_given_atoms_and_weights() {
+    let (k, data) = small_problem();
+    let cfg = WdlConfig::new(2)
+        .barycenter(BarycenterConfig::iterations(20))
+        .weight_init(WeightInit::Random)
+        .max_iter(5);
+    let first = fit(&k, &data, &cfg, &mut NoObserver).unwrap();
+    let cont = cfg
+        .clone()
+        .atom_init(AtomInit::Given(first.atoms.as_slice().to_vec()))
+        .weight_init(WeightInit::Given(first.weights.as_slice().to_vec()));
+    let second = fit(&k, &data, &cont, &mut NoObserver).unwrap();
+    let start = second.history[0].loss;
+    assert!(
+        (start - first.loss).abs() <= 1e-12 * first.loss,
+        "continued fit starts at {start:e}, the first ended at {:e}",
+        first.loss
+    );
+    assert!(second.loss < start, "the continued fit makes progress");
 }

@@ -316,11 +316,16 @@ fn fashion_quick() {
 
 #[test]
 fn cardiac_scale_quick() {
-    for f32 in [false, true] {
-        let dir = out_dir(if f32 { "cardiac32" } else { "cardiac64" });
+    use cardiac_scale::Precision;
+    for (precision, name) in [
+        (Precision::F64, "cardiac64"),
+        (Precision::F32, "cardiac32"),
+        (Precision::Mixed { f32_iters: 1 }, "cardiac_mixed"),
+    ] {
+        let dir = out_dir(name);
         let settings = cardiac_scale::common::Settings::quick(&dir);
         let opts = cardiac_scale::Options {
-            f32,
+            precision,
             iters: None,
             threads: 1,
             unit_first_step: false,
@@ -338,6 +343,7 @@ fn cardiac_scale_quick() {
                 "spread",
             ],
         );
+        // Mixed: 1 iteration in f32, then 2 in f64.
         assert_eq!(v[1], 3.0, "the quick run's 3 L-BFGS iterations");
         assert!(v[2] >= 3.0, "at least one evaluation per iteration");
         // Three iterations from random weights do not learn the cycle: the Figure 10

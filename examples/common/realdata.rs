@@ -200,7 +200,7 @@ impl Setup {
             })
             .loss(self.loss)
             .zeta(self.zeta)
-            .atom_init(self.atom_init)
+            .atom_init(self.atom_init.clone())
             .weight_init(self.weight_init.clone())
             .max_iter(self.max_iters)
             .seed(seed)
