@@ -4,7 +4,7 @@
 //!
 //! Data: the paper's reconstructed MRI sequence is not available; this example draws a
 //! synthetic one of the same size: a ring (the myocardium) whose radius and thickness
-//! beat with period 13 frames, plus a blob (an atrium) that swells and shrinks half a
+//! beat with period 13 frames, plus a blob (an atrium) that swells and shrinks a quarter
 //! period out of phase, on a faint uniform background (`1e-4` of the mass, so that no
 //! pixel is exactly zero). Frame `k` is the phase `2πk/13`, so frame 12 is followed by
 //! frame 0 in the cycle.
@@ -19,7 +19,14 @@
 //! frames (`closure_ratio`; near 1 when the path closes like any other step, much larger
 //! when it is an open curve whose ends are far apart), and the path must actually move:
 //! `spread` is the largest distance of any `w_k` from `w_0`, which has to be several
-//! mean steps for the path to be a loop rather than a point.
+//! mean steps for the path to be a loop rather than a point, and `loop_area`, the area
+//! the projected path (below) encloses in squared mean steps (a regular 13-gon: 13.4),
+//! near 0 when the path goes out and comes back the same way.
+//!
+//! The quarter period matters: with ring and blob both driven by `cos(2πk/13)` (as a
+//! first version of this example had them), frame `13 − k` equals frame `k` and no
+//! dictionary can give a loop; the learned path went out and back along one edge of the
+//! simplex (`loop_area` 0).
 //!
 //! Output: a progress line every few iterations on stderr (iteration, loss, evaluations,
 //! elapsed), the peak resident memory (`VmHWM` of `/proc/self/status`), the frames and
@@ -61,6 +68,8 @@ pub struct CardiacMetrics {
     pub closure_ratio: f64,
     /// Largest `‖w_k − w_0‖` over the mean consecutive step.
     pub spread: f64,
+    /// Area enclosed by the projected path, in squared mean (projected) steps.
+    pub loop_area: f64,
 }
 
 impl CardiacMetrics {
@@ -74,6 +83,7 @@ impl CardiacMetrics {
             ("peak_mib", self.peak_mib),
             ("closure_ratio", self.closure_ratio),
             ("spread", self.spread),
+            ("loop_area", self.loop_area),
         ])
     }
 }
@@ -112,14 +122,16 @@ pub struct Options {
 
 /// Frame `k` of the synthetic sequence, `h × w`, row-major, summing to 1.
 pub fn frame(k: usize, h: usize, w: usize) -> Vec<f64> {
-    let phase = 2.0 * std::f64::consts::PI * k as f64 / FRAMES as f64;
+    // periodic by construction: sin(2π) is not exactly 0 in floating point
+    let phase = 2.0 * std::f64::consts::PI * (k % FRAMES) as f64 / FRAMES as f64;
     let s = h.min(w) as f64;
-    // The ring beats around its centre; the blob sits above-right and swells out of phase.
+    // The ring beats around its centre; the blob sits above-right and swells a quarter
+    // period later, so that the sequence is a loop in (cos, sin), not a back-and-forth.
     let (cy, cx) = (0.55 * h as f64, 0.45 * w as f64);
     let radius = s * (0.22 + 0.05 * phase.cos());
     let thick = s * (0.045 + 0.015 * phase.cos());
     let (by, bx) = (0.25 * h as f64, 0.68 * w as f64);
-    let blob = s * (0.07 - 0.03 * phase.cos());
+    let blob = s * (0.07 - 0.03 * phase.sin());
     let mut img: Vec<f64> = (0..h * w)
         .map(|p| {
             let (y, x) = ((p / w) as f64, (p % w) as f64);
@@ -186,6 +198,39 @@ fn dist<T: Real>(w: &Batch<T>, a: usize, b: usize) -> f64 {
         .map(|s| (w.get(s, a).to_f64_() - w.get(s, b).to_f64_()).powi(2))
         .sum::<f64>()
         .sqrt()
+}
+
+/// The path of Figure 10: the weights of frames `0, 1, …, 12, 0` projected on the plane,
+/// the simplex's vertices at the corners of the unit square.
+pub fn projected_path(w: &Batch<f64>) -> Vec<(f64, f64)> {
+    let corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)];
+    (0..=w.cols())
+        .map(|k| {
+            let j = k % w.cols();
+            (0..w.rows()).fold((0.0, 0.0), |(x, y), s| {
+                let a = w.get(s, j);
+                (x + a * corners[s % 4].0, y + a * corners[s % 4].1)
+            })
+        })
+        .collect()
+}
+
+/// The area the closed polygon `path` (last point = first) encloses (shoelace), over its
+/// mean side squared.
+pub fn loop_area(path: &[(f64, f64)]) -> f64 {
+    let sides = path.len() - 1;
+    let area = 0.5
+        * path
+            .windows(2)
+            .map(|p| p[0].0 * p[1].1 - p[1].0 * p[0].1)
+            .sum::<f64>()
+            .abs();
+    let mean = path
+        .windows(2)
+        .map(|p| ((p[1].0 - p[0].0).powi(2) + (p[1].1 - p[0].1).powi(2)).sqrt())
+        .sum::<f64>()
+        / sides as f64;
+    area / (mean * mean)
 }
 
 /// The cycle check of Figure 10: (closure ratio, spread), both in mean steps.
@@ -346,10 +391,18 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
         learned.termination
     );
     let (closure_ratio, spread) = cycle_check(&learned.weights);
+    let area = loop_area(&projected_path(&learned.weights));
     println!(
         "Figure 10 check: closing step {closure_ratio:.2} mean steps, path spread \
-         {spread:.2} mean steps"
+         {spread:.2} mean steps, enclosed area {area:.2} squared mean steps"
     );
+    println!("weights (frame: atom 1..{ATOMS}):");
+    for j in 0..FRAMES {
+        let w: Vec<String> = (0..ATOMS)
+            .map(|s| format!("{:.4}", learned.weights.get(s, j)))
+            .collect();
+        println!("  {j:>2}: {}", w.join(" "));
+    }
     let data = frames_in::<f64>(h, w);
 
     // Figures: frames and reconstructions, atoms, the barycentric path.
@@ -382,18 +435,7 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
         ATOMS,
         &["atom 1", "atom 2", "atom 3", "atom 4"],
     )?;
-    // Vertices of the simplex at the corners of the unit square, the path closed by
-    // repeating frame 0.
-    let corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)];
-    let path: Vec<(f64, f64)> = (0..=FRAMES)
-        .map(|k| {
-            let j = k % FRAMES;
-            (0..ATOMS).fold((0.0, 0.0), |(x, y), s| {
-                let a = learned.weights.get(s, j);
-                (x + a * corners[s].0, y + a * corners[s].1)
-            })
-        })
-        .collect();
+    let path = projected_path(&learned.weights);
     let square = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)];
     save_line_plot(
         settings.path("fig10_barycentric_path.png"),
@@ -413,6 +455,7 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
         peak_mib: peak,
         closure_ratio,
         spread,
+        loop_area: area,
     })
 }
 

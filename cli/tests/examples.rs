@@ -341,6 +341,7 @@ fn cardiac_scale_quick() {
                 "peak_mib",
                 "closure_ratio",
                 "spread",
+                "loop_area",
             ],
         );
         // Mixed: 1 iteration in f32, then 2 in f64.
@@ -355,8 +356,9 @@ fn cardiac_scale_quick() {
     }
 }
 
-/// The synthetic sequence is periodic: the frame after the last is the first, and every
-/// frame is a histogram.
+/// The synthetic sequence is periodic: the frame after the last is the first, every frame
+/// is a histogram, and a regular 13-gon encloses 13.4 squared sides (the `loop_area`
+/// scale).
 #[test]
 fn cardiac_frames_are_a_cycle() {
     let (h, w) = (34, 30);
@@ -365,9 +367,30 @@ fn cardiac_frames_are_a_cycle() {
         assert!((f.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(f.iter().all(|&v| v > 0.0));
     }
+    let polygon: Vec<(f64, f64)> = (0..=13)
+        .map(|k| {
+            let t = 2.0 * std::f64::consts::PI * k as f64 / 13.0;
+            (t.cos(), t.sin())
+        })
+        .collect();
+    let a = cardiac_scale::loop_area(&polygon);
+    // 13 / (4 tan(π/13)) for the regular 13-gon with unit sides.
+    let exact = 13.0 / (4.0 * (std::f64::consts::PI / 13.0).tan());
+    assert!((a - exact).abs() < 1e-12 * exact, "{a} vs {exact}");
+    let back_and_forth: Vec<(f64, f64)> = [0.0, 1.0, 2.0, 1.0, 0.0]
+        .iter()
+        .map(|&x| (x, 2.0 * x))
+        .collect();
+    assert_eq!(cardiac_scale::loop_area(&back_and_forth), 0.0);
     assert_eq!(
         cardiac_scale::frame(13, h, w),
         cardiac_scale::frame(0, h, w)
     );
     assert_ne!(cardiac_scale::frame(6, h, w), cardiac_scale::frame(0, h, w));
+    // Not a palindrome: the frames after 0 differ from those before it, or no path
+    // through them could be a loop.
+    assert_ne!(
+        cardiac_scale::frame(1, h, w),
+        cardiac_scale::frame(12, h, w)
+    );
 }
