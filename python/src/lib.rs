@@ -812,6 +812,33 @@ fn check_gradient<'py>(
 // ---------------------------------------------------------------------------------------
 // dictionary learning
 
+/// An initialization argument: a name (absent or `None`: the default), or an array given
+/// as rows, `(S, N)` atoms or `(M, S)` weights, whose C-order memory is the column-major
+/// `N × S` or `S × M` the core takes.
+enum Init {
+    Name(Option<String>),
+    Given(Vec<f64>),
+}
+
+fn init_arg(p: &Bound<'_, PyDict>, key: &str) -> PyResult<Init> {
+    match p.get_item(key)? {
+        None => Ok(Init::Name(None)),
+        Some(v) if v.is_none() => Ok(Init::Name(None)),
+        Some(v) => match v.extract::<String>() {
+            Ok(s) => Ok(Init::Name(Some(s))),
+            Err(_) => Ok(Init::Given(
+                rows_batch(arr2::<f64>(&v, key)?.as_array()).into_vec(),
+            )),
+        },
+    }
+}
+
+fn init_err(key: &str, got: &str, choices: &str) -> PyErr {
+    bad(format!(
+        "`{key}` = {got:?} is invalid: it must be {choices}"
+    ))
+}
+
 fn get<'py, V: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<V>> {
     match d.get_item(key)? {
         None => Ok(None),
@@ -859,36 +886,24 @@ fn wdl_config(p: &Bound<'_, PyDict>) -> PyResult<WdlConfig> {
         ..d
     };
     c.warm_restart = get::<usize>(p, "warm_restart")?;
-    c.atom_init = match get::<String>(p, "atom_init")?.as_deref() {
-        None | Some("random") => AtomInit::Random,
-        Some("constant") => AtomInit::Constant,
-        Some("data") => AtomInit::FromData,
-        Some(o) => {
-            return Err(bad(format!(
-                "`atom_init` = {o:?} is invalid: it must be \"random\", \"constant\" or \"data\""
-            )))
-        }
+    const ATOM_INITS: &str = "\"random\", \"constant\", \"data\" or an (S, N) array";
+    c.atom_init = match init_arg(p, "atom_init")? {
+        Init::Given(v) => AtomInit::Given(v),
+        Init::Name(n) => match n.as_deref() {
+            None | Some("random") => AtomInit::Random,
+            Some("constant") => AtomInit::Constant,
+            Some("data") => AtomInit::FromData,
+            Some(o) => return Err(init_err("atom_init", o, ATOM_INITS)),
+        },
     };
-    c.weight_init = match p.get_item("weight_init")? {
-        None => WeightInit::Uniform,
-        Some(v) if v.is_none() => WeightInit::Uniform,
-        Some(v) => {
-            if let Ok(s) = v.extract::<String>() {
-                match s.as_str() {
-                    "uniform" => WeightInit::Uniform,
-                    "random" => WeightInit::Random,
-                    o => {
-                        return Err(bad(format!(
-                            "`weight_init` = {o:?} is invalid: it must be \"uniform\", \"random\" or an (M, S) array"
-                        )))
-                    }
-                }
-            } else {
-                // (M, S) rows: column-major S × M is their C-order memory.
-                let w = arr2::<f64>(&v, "weight_init")?;
-                WeightInit::Given(rows_batch(w.as_array()).into_vec())
-            }
-        }
+    const WEIGHT_INITS: &str = "\"uniform\", \"random\" or an (M, S) array";
+    c.weight_init = match init_arg(p, "weight_init")? {
+        Init::Given(v) => WeightInit::Given(v),
+        Init::Name(n) => match n.as_deref() {
+            None | Some("uniform") => WeightInit::Uniform,
+            Some("random") => WeightInit::Random,
+            Some(o) => return Err(init_err("weight_init", o, WEIGHT_INITS)),
+        },
     };
     c.seed = get::<u64>(p, "seed")?.unwrap_or(0);
     c.gradient = grad_opts(

@@ -300,6 +300,27 @@ def test_dictionary_fit_transform_inverse():
     assert wdl.inverse_transform(W[0]).shape == (60,)
 
 
+def test_dictionary_continues_from_given_atoms_and_weights():
+    # The logarithms of eq. 13 round-trip: a fit started from another fit's components_
+    # and weights_ starts at its final loss (1e-12 relative: a few ulps per entry).
+    X = fig2_data()
+    a = wassdl.WassersteinDictionary(2, reg=2e-3, n_iter=40, max_iter=5, random_state=0)
+    a.fit(X)
+    b = wassdl.WassersteinDictionary(
+        2, reg=2e-3, n_iter=40, max_iter=5, atom_init=a.components_, weight_init=a.weights_
+    ).fit(X)
+    assert abs(b.history_[0]["loss"] - a.loss_) <= 1e-12 * a.loss_
+    assert b.loss_ < a.loss_
+    with pytest.raises(ValueError, match="atom_init"):
+        wassdl.WassersteinDictionary(2, atom_init=a.components_[:, :-1]).fit(X)
+    zero = a.components_.copy()
+    zero[0, 0], zero[0, 1] = 0.0, zero[0, 1] + zero[0, 0]
+    with pytest.raises(ValueError, match="atom_init"):
+        wassdl.WassersteinDictionary(2, atom_init=zero, weight_init=a.weights_).fit(X)
+    with pytest.raises(ValueError, match="atom_init"):
+        wassdl.WassersteinDictionary(2, atom_init="zeros").fit(X)
+
+
 def test_dictionary_images_and_float32():
     n = 12
     I, J = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")

@@ -676,8 +676,10 @@ class WassersteinDictionary:
     max_iter, memory, tol_grad, tol_cost, line_search : L-BFGS settings
         (``'more-thuente'``, ``'hager-zhang'``, ``'backtracking'``).
     warm_restart : restart L-BFGS every k iterations with warm scalings (section 4.2).
-    atom_init : ``'random'``, ``'constant'`` or ``'data'``; weight_init : ``'uniform'``,
-        ``'random'`` or an (n_samples, S) array.
+    atom_init : ``'random'``, ``'constant'``, ``'data'`` or an (S, n_features) array (e.g.
+        ``components_`` of an earlier fit, images flattened); weight_init : ``'uniform'``,
+        ``'random'`` or an (n_samples, S) array. Given arrays must be on the simplex with
+        positive entries (the softmax of eq. 13 cannot represent 0).
     random_state : integer seed of the random initializations.
     gradient : ``'tape'`` or ``'analytic'``; chunk, checkpoint : memory bounds.
     transform_max_iter : L-BFGS iterations of :meth:`transform` (default ``max_iter``).
@@ -724,7 +726,7 @@ class WassersteinDictionary:
         tol_cost: float = 0.0,
         line_search: str = "more-thuente",
         warm_restart: Optional[int] = None,
-        atom_init: str = "random",
+        atom_init: Any = "random",
         weight_init: Any = "uniform",
         random_state: int = 0,
         gradient: str = "tape",
@@ -781,13 +783,15 @@ class WassersteinDictionary:
         return f"WassersteinDictionary({', '.join(changed)})"
 
     # -- helpers
-    def _core_params(self, n_atoms: int, max_iter: int, weight_init: Any) -> dict:
+    def _core_params(
+        self, n_atoms: int, max_iter: int, weight_init: Any, atom_init: Any = "random"
+    ) -> dict:
         return {
             "n_atoms": n_atoms, "n_iter": self.n_iter, "loss": self.loss, "tau": self.tau,
             "rho": self.rho, "log_domain": self.log_domain, "zeta": self.zeta,
             "max_iter": max_iter, "memory": self.memory, "tol_grad": self.tol_grad,
             "tol_cost": self.tol_cost, "line_search": self.line_search,
-            "warm_restart": self.warm_restart, "atom_init": self.atom_init,
+            "warm_restart": self.warm_restart, "atom_init": atom_init,
             "weight_init": weight_init, "seed": int(self.random_state),
             "gradient": self.gradient, "chunk": self.chunk, "checkpoint": self.checkpoint,
         }
@@ -834,11 +838,15 @@ class WassersteinDictionary:
     def fit(self, X: Any, y: Any = None) -> "WassersteinDictionary":
         """Learns the atoms and the weights of the rows (or images) of ``X``."""
         X2, kern = self._prepare(X, fitted=False)
-        wi = self.weight_init
+        wi, ai = self.weight_init, self.atom_init
         if not isinstance(wi, str):
             wi = _arr(wi, np.float64, "weight_init", (2,))
+        if not isinstance(ai, str):
+            ai = _arr(ai, np.float64, "atom_init", (2, 3))
+            ai = ai.reshape(ai.shape[0], -1)
         r = _core.wdl_fit(
-            X2, self._core_params(int(self.n_atoms), int(self.max_iter), wi), float(self.reg),
+            X2, self._core_params(int(self.n_atoms), int(self.max_iter), wi, ai),
+            float(self.reg),
             callback=self._observer(), **kern,
         )
         self.components_ = r["atoms"]
