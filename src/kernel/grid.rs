@@ -127,6 +127,9 @@ struct Axis<T: Real> {
     k: Batch<T>,
     /// `K ⊙ C` along this axis (cost units), for transport costs.
     kc: Batch<T>,
+    /// `K` in `f64` with the entries below [`GEMM_FLUSH`] set to zero: the matrix of the
+    /// shifted-GEMM log-domain path ([`rows_log_gemm`]), whatever `T` is.
+    klog: Batch<f64>,
     /// Half-width beyond which `K` underflows to exactly zero in `T`.
     band: usize,
     /// The narrowest band [`bound_band`] can give (an input of constant magnitude):
@@ -159,6 +162,10 @@ pub struct GridKernel<T: Real> {
     par: Par,
     win_sum: AtomicU64,
     win_count: AtomicU64,
+    /// Outputs of the shifted-GEMM log path since the kernel was built, and how many of
+    /// them were recomputed by the windowed sum ([`GridKernel::log_fallback_fraction`]).
+    gemm_outputs: AtomicU64,
+    gemm_fallbacks: AtomicU64,
     /// The ping-pong buffer of [`GridKernel::chain`], kept between applications so that
     /// an application allocates (and page-faults) nothing; an application that finds it
     /// in use by another thread allocates its own.
@@ -174,6 +181,8 @@ impl<T: Real> Clone for GridKernel<T> {
             par: self.par,
             win_sum: AtomicU64::new(0),
             win_count: AtomicU64::new(0),
+            gemm_outputs: AtomicU64::new(0),
+            gemm_fallbacks: AtomicU64::new(0),
             scratch: Mutex::new(Vec::new()),
         }
     }
@@ -202,12 +211,24 @@ impl<T: Real> GridKernel<T> {
                     .find(|&d| k.get(0, d) != T::zero())
                     .unwrap_or(0);
                 let min_band = bound_band::<T>(c1g, 1.0, band);
+                // The same exponent as the windowed path's `cost` table, in `f64`.
+                let c1g64 = c1g.to_f64_();
+                let klog = Batch::from_fn(n, n, |i, j| {
+                    let d = i as f64 - j as f64;
+                    let kij = (-(c1g64 * d * d)).exp();
+                    if kij < GEMM_FLUSH {
+                        0.0
+                    } else {
+                        kij
+                    }
+                });
                 Axis {
                     n,
                     c1,
                     c1g,
                     k,
                     kc,
+                    klog,
                     band,
                     min_band,
                 }
@@ -220,6 +241,8 @@ impl<T: Real> GridKernel<T> {
             par: Par::Seq,
             win_sum: AtomicU64::new(0),
             win_count: AtomicU64::new(0),
+            gemm_outputs: AtomicU64::new(0),
+            gemm_fallbacks: AtomicU64::new(0),
             scratch: Mutex::new(Vec::new()),
         })
     }
@@ -258,6 +281,16 @@ impl<T: Real> GridKernel<T> {
     pub fn mean_log_window(&self) -> Option<f64> {
         let c = self.win_count.load(Ordering::Relaxed);
         (c > 0).then(|| self.win_sum.load(Ordering::Relaxed) as f64 / c as f64)
+    }
+
+    /// Fraction of the log-domain outputs computed through the shifted GEMM (the
+    /// unsigned, unweighted applications: [`Kernel::apply_log`] and
+    /// [`Kernel::apply_log_t`]) that fell back to the windowed sum of Algorithm 3 because
+    /// the GEMM's sum was too small to be trusted (see `rows_log_gemm` in
+    /// `src/kernel/grid.rs`), since the kernel was built; `None` before any such output.
+    pub fn log_fallback_fraction(&self) -> Option<f64> {
+        let c = self.gemm_outputs.load(Ordering::Relaxed);
+        (c > 0).then(|| self.gemm_fallbacks.load(Ordering::Relaxed) as f64 / c as f64)
     }
 
     /// Runs `step(axis, src, dst, inner, blocks)` over the axes, ping-ponging between
@@ -355,23 +388,36 @@ impl<T: Real> GridKernel<T> {
     /// `log(K exp(v))` axis by axis (Algorithm 3); with `weighted = Some(a)` the kernel
     /// of axis `a` is `K_a ⊙ C_a` instead, i.e. `log((K_0 ⊗ .. ⊗ (K_a ⊙ C_a) ⊗ ..) exp(v))`.
     fn log_chain(&self, v: &Batch<T>, out: &mut Batch<T>, weighted: Option<usize>) {
-        let (mut wsum, mut wcount) = (0u64, 0u64);
+        let mut total = LogStats::default();
         self.chain(v, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
             let unit = ax.n * inner;
-            let th = threads(self.par, src.len() * ax.n * EXP_WORK);
             let weight = (weighted == Some(a)).then_some(ax.c1);
-            for (s, c) in in_parts(th, unit, src, dst, |s, d| {
-                axis_log(ax.c1g, weight, s, d, None, ax.n, inner)
+            // The shifted GEMM (unweighted) costs a multiply-add per term and two
+            // transcendental functions per entry; the windowed sum an `exp` per term.
+            let work = match weight {
+                None => src.len() * (ax.n + 2 * EXP_WORK),
+                Some(_) => src.len() * ax.n * EXP_WORK,
+            };
+            let th = threads(self.par, work);
+            let path = match weight {
+                None => LogPath::Gemm(ax.klog.view()),
+                Some(_) => LogPath::Windowed(weight),
+            };
+            for st in in_parts(th, unit, src, dst, |s, d| {
+                axis_log(ax.c1g, path, s, d, None, ax.n, inner)
             }) {
-                wsum += s;
-                wcount += c;
+                total.add(st);
             }
         });
         // The statistics describe the Sinkhorn applications, not the transport costs.
         if weighted.is_none() {
-            self.win_sum.fetch_add(wsum, Ordering::Relaxed);
-            self.win_count.fetch_add(wcount, Ordering::Relaxed);
+            self.win_sum.fetch_add(total.wsum, Ordering::Relaxed);
+            self.win_count.fetch_add(total.wcount, Ordering::Relaxed);
+            self.gemm_outputs
+                .fetch_add(total.outputs, Ordering::Relaxed);
+            self.gemm_fallbacks
+                .fetch_add(total.fallbacks, Ordering::Relaxed);
         }
     }
 }
@@ -605,22 +651,68 @@ struct Signs<'a, T> {
     dst: &'a mut [T],
 }
 
+/// How one log-domain axis sums its terms: the windowed sum of [`rows_log`] (with the
+/// optional cost weight of `K_a ⊙ C_a`), or the shifted GEMM of [`rows_log_gemm`] with
+/// the axis' `f64` kernel (unsigned batches only: a signed one takes the windowed sum).
+#[derive(Clone, Copy)]
+enum LogPath<'a> {
+    Windowed(Option<f64>),
+    Gemm(MatRef<'a, f64>),
+}
+
+/// Counts of one log-domain application: Σ windows and their number (for
+/// [`GridKernel::mean_log_window`]), outputs of the shifted GEMM and how many of them fell
+/// back to the windowed sum (for [`GridKernel::log_fallback_fraction`]).
+#[derive(Clone, Copy, Default)]
+struct LogStats {
+    wsum: u64,
+    wcount: u64,
+    outputs: u64,
+    fallbacks: u64,
+}
+
+impl LogStats {
+    fn add(&mut self, o: LogStats) {
+        self.wsum += o.wsum;
+        self.wcount += o.wcount;
+        self.outputs += o.outputs;
+        self.fallbacks += o.fallbacks;
+    }
+}
+
+/// `n` rows of `lanes` lanes through the path `path` (see [`LogPath`]).
+fn rows_by<T: Real>(
+    c1g: T,
+    path: LogPath<'_>,
+    s: &[T],
+    d: &mut [T],
+    signs: Option<Signs<'_, T>>,
+    n: usize,
+    lanes: usize,
+) -> LogStats {
+    match (path, signs) {
+        (LogPath::Gemm(k), None) => rows_log_gemm(c1g, k, s, d, n, lanes),
+        (LogPath::Gemm(_), sg) => rows_log(c1g, None, s, d, sg, n, lanes),
+        (LogPath::Windowed(w), sg) => rows_log(c1g, w, s, d, sg, n, lanes),
+    }
+}
+
 /// One axis of Algorithm 3 (`log K exp`) with the adaptive band, unsigned or signed.
-/// Returns (Σ windows, count).
 ///
-/// The reduction runs over rows of independent lanes (see [`rows_log`]). When the axis
-/// is the fastest one (`inner == 1`), each line is contiguous: the lines are transposed
-/// so that element `j` of every line forms row `j`, which costs two passes over memory
-/// and buys vectorized exponentials instead of one short logsumexp per output.
+/// The reduction runs over rows of independent lanes (see [`rows_log`] and
+/// [`rows_log_gemm`]). When the axis is the fastest one (`inner == 1`), each line is
+/// contiguous: the lines are transposed so that element `j` of every line forms row `j`,
+/// which costs two passes over memory and buys vectorized exponentials and maxima across
+/// lines instead of one short logsumexp per output.
 fn axis_log<T: Real>(
     c1g: T,
-    weight: Option<f64>,
+    path: LogPath<'_>,
     src: &[T],
     dst: &mut [T],
     signs: Option<Signs<'_, T>>,
     n: usize,
     inner: usize,
-) -> (u64, u64) {
+) -> LogStats {
     if inner == 1 {
         let lines = src.len() / n;
         let t = |x: &[T]| {
@@ -631,7 +723,7 @@ fn axis_log<T: Real>(
         let rows = t(src);
         let mut out = vec![T::zero(); src.len()];
         let r = match signs {
-            None => rows_log(c1g, weight, &rows, &mut out, None, n, lines),
+            None => rows_by(c1g, path, &rows, &mut out, None, n, lines),
             Some(sg) => {
                 let srows = t(sg.src);
                 let mut sout = vec![T::zero(); src.len()];
@@ -639,7 +731,7 @@ fn axis_log<T: Real>(
                     src: &srows,
                     dst: &mut sout,
                 };
-                let r = rows_log(c1g, weight, &rows, &mut out, Some(dst), n, lines);
+                let r = rows_by(c1g, path, &rows, &mut out, Some(dst), n, lines);
                 transpose(&sout, lines, n, sg.dst);
                 r
             }
@@ -648,13 +740,11 @@ fn axis_log<T: Real>(
         return r;
     }
     let sz = n * inner;
-    let (mut wsum, mut wcount) = (0, 0);
+    let mut total = LogStats::default();
     match signs {
         None => {
             for (s, d) in src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz)) {
-                let (ws, wc) = rows_log(c1g, weight, s, d, None, n, inner);
-                wsum += ws;
-                wcount += wc;
+                total.add(rows_by(c1g, path, s, d, None, n, inner));
             }
         }
         Some(sg) => {
@@ -662,13 +752,11 @@ fn axis_log<T: Real>(
             let sblocks = sg.src.chunks_exact(sz).zip(sg.dst.chunks_exact_mut(sz));
             for ((s, d), (ss, sd)) in blocks.zip(sblocks) {
                 let signs = Signs { src: ss, dst: sd };
-                let (ws, wc) = rows_log(c1g, weight, s, d, Some(signs), n, inner);
-                wsum += ws;
-                wcount += wc;
+                total.add(rows_by(c1g, path, s, d, Some(signs), n, inner));
             }
         }
     }
-    (wsum, wcount)
+    total
 }
 
 /// `out = aᵀ` for a column-major `rows × cols` matrix `a`, by cache-sized tiles.
@@ -708,7 +796,7 @@ fn rows_log<T: Real>(
     mut signs: Option<Signs<'_, T>>,
     n: usize,
     inner: usize,
-) -> (u64, u64) {
+) -> LogStats {
     // Weighted, the δ = 0 term is zero: the band must reach δ = ±1 to see a maximum.
     let w0 = min_window(c1g, n).max(usize::from(weight.is_some()));
     let ninf = T::neg_infinity();
@@ -782,7 +870,202 @@ fn rows_log<T: Real>(
             wcount += 1;
         }
     }
-    (wsum, wcount)
+    LogStats {
+        wsum,
+        wcount,
+        ..LogStats::default()
+    }
+}
+
+/// Factors below this (2⁻⁵¹¹) are flushed to zero by the shifted-GEMM log path
+/// ([`rows_log_gemm`]): both factors of a kept product are then at least 2⁻⁵¹¹, so the
+/// product is at least 2⁻¹⁰²², a normal `f64`, and the GEMM never computes with
+/// subnormals (about 2-3× slower on Zen 4, see `src/vexp.rs`). A flushed factor loses a
+/// term below 2⁻⁵¹¹ (the other factor is at most one); the bound of [`rows_log_gemm`]
+/// accounts for it.
+const GEMM_FLUSH: f64 = f64::from_bits((1023 - 511) << 52);
+
+/// Algorithm 3 along the rows of `s` (`n` rows of `inner` independent lanes, as in
+/// [`rows_log`]), unsigned and unweighted, through one GEMM per chunk of lanes instead of
+/// an `exp` per term:
+///
+/// `d[i, k] = log Σ_j exp(s[j, k] − c1g (i − j)²) = m_k + ln S[i, k]`,
+/// `S[i, k] = Σ_j K[i, j] E[j, k]`, `K[i, j] = exp(−c1g (i − j)²)`, `E[j, k] = exp(s[j, k] − m_k)`,
+///
+/// with `m_k = max_j s[j, k]` (the logsumexp identity of eq. 22 with one shift per lane
+/// instead of one per output). So `n` exponentials and `n` logarithms per lane, and the
+/// `n²` terms are multiply-adds, as in the scaling domain. `E`, `K` and the GEMM are in
+/// `f64` whatever `T` is: for `f32` inputs the `f32` range (`exp` underflows below −87
+/// or −104) would otherwise make most far-from-the-maximum outputs fall back.
+///
+/// The terms summed for row `i` cover the adaptive window of Algorithm 3 computed exactly
+/// as [`rows_log`] does (its statistics feed [`GridKernel::mean_log_window`]); the GEMM
+/// runs by tiles of rows over the widest window of the tile, so narrow windows make it
+/// banded.
+///
+/// **Error bound.** Let `S*` be the exact sum over the window and `u` the unit roundoff
+/// of `f64`. Every kept factor is an `exp` within 1.07 ulp (`src/vexp.rs`; `K` by `f64::exp`)
+/// of the exact value of its rounded argument; a factor below `F =` [`GEMM_FLUSH`] is set
+/// to zero, which loses a term below `F` (the other factor is at most 1, both are
+/// shifted to a maximum of 1); every kept product is a normal number (`≥ F²`), so nothing
+/// else underflows; the GEMM adds at most `n` nonnegative terms (relative error `≤ n u`).
+/// Hence `|S − S*| ≤ (n + 4) u S* + a·S* + n F`, `a` the argument rounding (`u |s − m_k|`
+/// on a term that matters, the same as the windowed path's), and the window's own
+/// truncation (below `ε_T` relative, see [`window`]). An output is kept when
+/// `S ≥ θ = 4 n F / ε_T` (`ε_T` the machine epsilon of `T`): there the flushed mass `n F`
+/// is at most a quarter of `ε_T` relative to `S`, a quarter ulp of `T`, and `ln S`
+/// carries the relative error of `S` as an absolute one. Any other output (`S < θ`,
+/// i.e. more than about `318 − ln 4n` nats below the lane maximum in `f64`, `337 − ln 4n`
+/// in `f32`; or a non-finite `S`, from a `+∞` or NaN input) is recomputed alone by the
+/// windowed, per-output-shifted sum of [`rows_log`] over the same window: exactly the
+/// result of the windowed path. Lanes that are all `−∞` give `−∞`.
+///
+/// Returns the window statistics and the counts of outputs and fallbacks.
+fn rows_log_gemm<T: Real>(
+    c1g: T,
+    klog: MatRef<'_, f64>,
+    s: &[T],
+    d: &mut [T],
+    n: usize,
+    inner: usize,
+) -> LogStats {
+    let w0 = min_window(c1g, n);
+    let ninf = T::neg_infinity();
+    // Exactly the windowed path's exponents (for the windows and the fallback).
+    let cost: Vec<T> = (0..n)
+        .map(|k| {
+            let dd = T::of(k as f64);
+            c1g * dd * dd
+        })
+        .collect();
+    let theta = 4.0 * n as f64 * GEMM_FLUSH / T::epsilon().to_f64_();
+    let mut st = LogStats::default();
+    let width = inner.min(LANE_CHUNK);
+    let (mut vmax, mut mrow) = (vec![ninf; width], vec![ninf; width]);
+    let mut shift = vec![0.0f64; width];
+    let mut wins = vec![0usize; n];
+    let (mut e, mut sum) = (vec![0.0f64; width * n], vec![0.0f64; width * n]);
+    let mut terms = Vec::new();
+    for k0 in (0..inner).step_by(LANE_CHUNK) {
+        let len = LANE_CHUNK.min(inner - k0);
+        let lanes = |j: usize| j * inner + k0..j * inner + k0 + len;
+        let (vmax, mrow, shift) = (&mut vmax[..len], &mut mrow[..len], &mut shift[..len]);
+        vmax.fill(ninf);
+        for j in 0..n {
+            max_shifted(vmax, &s[lanes(j)], T::zero());
+        }
+        // The windows of `rows_log`, from the maxima over the narrowest window.
+        for (i, wi) in wins.iter_mut().enumerate() {
+            let (lo0, hi0) = (i.saturating_sub(w0), (i + w0 + 1).min(n));
+            mrow.fill(ninf);
+            for j in lo0..hi0 {
+                max_shifted(mrow, &s[lanes(j)], cost[i.abs_diff(j)]);
+            }
+            *wi = window(c1g, widest_gap(vmax, mrow), n).max(w0).min(n);
+            st.wsum += *wi as u64;
+            st.wcount += 1;
+        }
+        for (sh, &m) in shift.iter_mut().zip(vmax.iter()) {
+            *sh = if m.is_finite() { m.to_f64_() } else { 0.0 };
+        }
+        let (e, sum) = (&mut e[..len * n], &mut sum[..len * n]);
+        for (j, ej) in e.chunks_exact_mut(len).enumerate() {
+            widened_args(ej, &s[lanes(j)], shift);
+        }
+        <f64 as Real>::exp_slice(e);
+        flush_small(e);
+        windowed_gemm(
+            MatRef::from_column_major_slice(e, len, n),
+            klog,
+            &wins,
+            MatMut::from_column_major_slice_mut(sum, len, n),
+        );
+        for (i, si) in sum.chunks_exact(len).enumerate() {
+            let out = &mut d[lanes(i)];
+            shift_ln_widened(vmax, shift, si, out);
+            st.outputs += len as u64;
+            for (kk, (&vm, &sk)) in vmax.iter().zip(si).enumerate() {
+                // `sk ≤ n` also rejects NaN and ∞.
+                if vm == ninf || (vm.is_finite() && sk >= theta && sk <= n as f64) {
+                    continue;
+                }
+                st.fallbacks += 1;
+                let w = wins[i];
+                let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
+                terms.clear();
+                terms.extend((lo..hi).map(|j| s[j * inner + k0 + kk] - cost[i.abs_diff(j)]));
+                out[kk] = crate::kernel::lse::lse(&terms);
+            }
+        }
+    }
+    st
+}
+
+/// `out = e K` (`e` is `lanes × n`, `K` symmetric `n × n`) over, for every output column
+/// `i`, at least the columns `j` with `|i − j| ≤ wins[i]`: by tiles of output columns
+/// ([`tiles`]), each over the widest window of the tile; one full GEMM when tiles do not
+/// pay.
+fn windowed_gemm(e: MatRef<'_, f64>, k: MatRef<'_, f64>, wins: &[usize], mut out: MatMut<'_, f64>) {
+    let n = k.nrows();
+    let widest = wins.iter().copied().max().unwrap_or(n);
+    match tiles(n, widest) {
+        None => matmul(out, Accum::Replace, e, k, 1.0, Par::Seq),
+        Some(t) => {
+            let mut i0 = 0;
+            while i0 < n {
+                let i1 = (i0 + t).min(n);
+                let band = wins[i0..i1].iter().copied().max().unwrap_or(n);
+                let (j0, j1) = (i0.saturating_sub(band), (i1 + band).min(n));
+                matmul(
+                    out.as_mut().subcols_mut(i0, i1 - i0),
+                    Accum::Replace,
+                    e.subcols(j0, j1 - j0),
+                    k.submatrix(j0, i0, j1 - j0, i1 - i0),
+                    1.0,
+                    Par::Seq,
+                );
+                i0 = i1;
+            }
+        }
+    }
+}
+
+/// `e[k] = v[k] − shift[k]` in `f64`, vectorized.
+fn widened_args<T: Real>(e: &mut [f64], v: &[T], shift: &[f64]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for ((ek, &vk), &sk) in e.iter_mut().zip(v).zip(shift) {
+                *ek = vk.to_f64_() - sk;
+            }
+        },
+    )
+}
+
+/// `e[k] = 0` where `e[k] <` [`GEMM_FLUSH`], vectorized (NaN is kept).
+fn flush_small(e: &mut [f64]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for ek in e.iter_mut() {
+                *ek = if *ek < GEMM_FLUSH { 0.0 } else { *ek };
+            }
+        },
+    )
+}
+
+/// `out[k] = shift[k] + ln(sum[k])` rounded to `T`, or `-∞` where the lane maximum
+/// `vmax[k]` is `-∞`, vectorized: the last step of [`rows_log_gemm`].
+fn shift_ln_widened<T: Real>(vmax: &[T], shift: &[f64], sum: &[f64], out: &mut [T]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (((o, &vm), &sh), &sk) in out.iter_mut().zip(vmax).zip(shift).zip(sum) {
+                let l = T::of(sh + crate::kernel::lse::ln_lane(sk));
+                *o = if vm == T::neg_infinity() { vm } else { l };
+            }
+        },
+    )
 }
 
 /// `m[k] = max(m[k], v[k] − c)`, vectorized.
@@ -914,7 +1197,15 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
                 (out.as_mut_slice(), out_sign.as_mut_slice()),
                 |(s, ss), (d, sd)| {
                     let signs = Signs { src: ss, dst: sd };
-                    axis_log(ax.c1g, None, s, d, Some(signs), ax.n, inner)
+                    axis_log(
+                        ax.c1g,
+                        LogPath::Windowed(None),
+                        s,
+                        d,
+                        Some(signs),
+                        ax.n,
+                        inner,
+                    )
                 },
             );
             if a + 1 < self.axes.len() {
