@@ -1301,3 +1301,38 @@ fn log_gemm_special_values() {
     assert!(got.get(20, 1).is_nan());
     assert!(got.col(2).iter().all(|&x| x == f64::NEG_INFINITY));
 }
+
+/// `with_par` on the shifted-GEMM log path: two threads (the batch is large enough to
+/// cross the threading threshold) give the sequential result. Not bitwise: a part of
+/// the fastest axis groups its lines into other chunks, whose windows can tile the GEMM
+/// differently (terms below one ulp) and whose GEMMs have other shapes, so within
+/// [`gemm_log_atol`] of each other, on a tiled (γ = 2) and an untiled (γ = 200) kernel.
+#[test]
+fn log_gemm_threads_match_sequential() {
+    let grid = Grid::new(&[128, 96]).unwrap().with_units(GridUnits::Pixel);
+    let n = grid.len();
+    let mut rng = StdRng::seed_from_u64(11);
+    let v = log_batch(&mut rng, n, 12, 30.0, 0.05);
+    for gamma in [2.0, 200.0] {
+        let seq = GridKernel::<f64>::new(&grid, gamma).unwrap();
+        let par = GridKernel::<f64>::new(&grid, gamma)
+            .unwrap()
+            .with_par(faer::Par::rayon(2));
+        let (a, b) = (
+            apply_log_new(&seq, &v, false),
+            apply_log_new(&par, &v, false),
+        );
+        let amax = a
+            .as_slice()
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(30.0f64, |m, x| m.max(x.abs()));
+        let worst = check_log(
+            b.as_slice(),
+            a.as_slice(),
+            gemm_log_atol(EPS, &[128, 96], amax),
+            "threads",
+        );
+        report("log_gemm_threads_vs_seq_over_eps", worst / EPS);
+    }
+}
