@@ -1254,7 +1254,7 @@ fn log_gemm_fallback_fires_and_stays_accurate() {
 /// Why the GEMM runs in `f64` for `f32` inputs: a lane with `0` at one end and `200` at
 /// the other, the kernel spanning `e^{-250}` end to end. Shifted by 200, the first
 /// entry's `e^{-200}` underflows in `f32` (below `e^{-104}`) but not in `f64`, where
-/// it is far above the fallback threshold (`e^{-330}`): no output falls back, and the
+/// it is far above the fallback threshold (`4·200·2⁻⁵¹¹/ε₃₂ ≈ e^{-331}`): no output falls back, and the
 /// first output, `log(1 + e^{200-250}) ≈ 2e-22`, comes out as `0` to `f32` accuracy,
 /// not as the `-50` an `f32` GEMM would give.
 #[test]

@@ -921,18 +921,19 @@ const GEMM_FLUSH: f64 = f64::from_bits((1023 - 511) << 52);
 /// which this path sums (at least).
 ///
 /// **Error bound.** Let `S*` be the exact sum and `u` the unit roundoff of `f64`. Every
-/// kept factor is an `exp` within 1.07 ulp (`src/vexp.rs`; `K` by `f64::exp`) of the
-/// exact value of its rounded argument; a factor below `F =` [`GEMM_FLUSH`] is set to
+/// kept factor is an `exp` within 1.07 ulp (`src/vexp.rs`; `K` by `f64::exp`, within 1
+/// ulp) of the exact value of its rounded argument, and their product rounds once (`5.3 u`
+/// per term in all); a factor below `F =` [`GEMM_FLUSH`] is set to
 /// zero, which loses a term below `F` (the other factor is at most 1, both being shifted
 /// to a maximum of 1); every kept product is a normal number (`≥ F²`), so nothing else
 /// underflows; the GEMM adds at most `n` nonnegative terms (relative error `≤ n u`); a
 /// tile drops only terms beyond the window (below `ε_T` relative, see [`window`]). Hence
-/// `|S − S*| ≤ (n + 4) u S* + a S* + ε_T S* + n F`, `a` the argument rounding (`u |s − m_k|`
-/// on a term that matters, as on the windowed path). An output is kept when
+/// `|S − S*| ≤ (n + 5) u S* + a S* + ε_T S* + n F`, `a` the argument rounding
+/// (`u (|s − m_k| + 2 c1g δ²)` on a term that matters, as on the windowed path). An output is kept when
 /// `S ≥ θ = 4 n F / ε_T` (`ε_T` the machine epsilon of `T`): there the flushed mass `n F`
 /// is at most a quarter of `ε_T` relative to `S`, a quarter ulp of `T`, and `ln S`
 /// turns the relative error of `S` into an absolute one. Any other output (`S < θ`, i.e.
-/// more than about `318 − ln 4n` nats below the lane maximum in `f64`, `337 − ln 4n` in
+/// more than about `318 − ln 4n` nats below the lane maximum in `f64`, `338 − ln 4n` in
 /// `f32`; or a non-finite `S`, from a `+∞` or NaN input) is recomputed alone by the
 /// windowed, per-output-shifted sum of [`rows_log`] over a window at least as wide as
 /// Algorithm 3's. Lanes that are all `−∞` give `−∞`.
