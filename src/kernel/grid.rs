@@ -10,7 +10,7 @@ use crate::real::Real;
 use crate::solver::{in_parts, in_parts2, threads, EXP_WORK};
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Coordinates and cost scaling of a grid, so numbers can be matched with each peer library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -128,14 +128,36 @@ struct Axis<T: Real> {
     /// `K ⊙ C` along this axis (cost units), for transport costs.
     kc: Batch<T>,
     /// `K` in `f64` with the entries below [`GEMM_FLUSH`] set to zero: the matrix of the
-    /// shifted-GEMM log-domain path ([`rows_log_gemm`]), whatever `T` is.
-    klog: Batch<f64>,
+    /// shifted-GEMM log-domain path ([`rows_log_gemm`]), whatever `T` is. Built by the
+    /// first log-domain application ([`Axis::klog`]), so that a kernel used only in the
+    /// scaling domain neither computes nor stores it.
+    klog: OnceLock<Batch<f64>>,
     /// Half-width beyond which `K` underflows to exactly zero in `T`.
     band: usize,
     /// The narrowest band [`bound_band`] can give (an input of constant magnitude):
     /// when even that band does not make the product tiled, no input can, and the
     /// per-image magnitudes need not be measured.
     min_band: usize,
+}
+
+impl<T: Real> Axis<T> {
+    /// The `f64` kernel of the shifted-GEMM log path (see the field), built on first use:
+    /// `exp(−c1g δ²)` with `c1g` as stored in `T`, evaluated in `f64` (for `f64` the
+    /// windowed path's exponent exactly, for `f32` without its rounding to `f32`).
+    fn klog(&self) -> &Batch<f64> {
+        self.klog.get_or_init(|| {
+            let c1g = self.c1g.to_f64_();
+            Batch::from_fn(self.n, self.n, |i, j| {
+                let d = i as f64 - j as f64;
+                let kij = (-(c1g * d * d)).exp();
+                if kij < GEMM_FLUSH {
+                    0.0
+                } else {
+                    kij
+                }
+            })
+        })
+    }
 }
 
 /// Separable Gibbs kernel on a [`Grid`] with squared Euclidean cost.
@@ -216,24 +238,13 @@ impl<T: Real> GridKernel<T> {
                     .find(|&d| k.get(0, d) != T::zero())
                     .unwrap_or(0);
                 let min_band = bound_band::<T>(c1g, 1.0, band);
-                // The same exponent as the windowed path's `cost` table, in `f64`.
-                let c1g64 = c1g.to_f64_();
-                let klog = Batch::from_fn(n, n, |i, j| {
-                    let d = i as f64 - j as f64;
-                    let kij = (-(c1g64 * d * d)).exp();
-                    if kij < GEMM_FLUSH {
-                        0.0
-                    } else {
-                        kij
-                    }
-                });
                 Axis {
                     n,
                     c1,
                     c1g,
                     k,
                     kc,
-                    klog,
+                    klog: OnceLock::new(),
                     band,
                     min_band,
                 }
@@ -411,7 +422,7 @@ impl<T: Real> GridKernel<T> {
             };
             let th = threads(self.par, work);
             let path = match weight {
-                None => LogPath::Gemm(ax.klog.view()),
+                None => LogPath::Gemm(ax.klog().view()),
                 Some(_) => LogPath::Windowed(weight),
             };
             for st in in_parts(th, unit, src, dst, |s, d| {
