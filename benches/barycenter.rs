@@ -362,6 +362,16 @@ fn p2_grid(c: &mut Criterion) {
                 black_box(barycenters(&k, &a32, &w32, &lcfg, None).unwrap())
             })
         });
+        // How often the shifted-GEMM log path fell back to the windowed sum (one solve).
+        let (k64, k32) = (grid_kernel(&grid, 4e-3), grid_kernel(&grid, 4e-3f32));
+        barycenters(&k64, &atoms, &w, &lcfg, None).unwrap();
+        barycenters(&k32, &a32, &w32, &lcfg, None).unwrap();
+        eprintln!(
+            "p2_grid n = {n}: log fallback fraction f64 {:?}, f32 {:?}; mean window f64 {:?}",
+            k64.log_fallback_fraction(),
+            k32.log_fallback_fraction(),
+            k64.mean_log_window()
+        );
     }
     g.finish();
 }

@@ -1034,3 +1034,305 @@ proptest! {
         prop_assert!(!pk.is_symmetric() || x == y);
     }
 }
+
+/// The separable logsumexp computed straightforwardly in `f64`, axis by axis, summing
+/// every term (no window, no shared shift): `c1g[a]` is the exponent per squared step of
+/// axis `a` (the kernel's own, widened), `v` has `cols` columns of `Π shape` entries.
+/// Returns the result and the largest finite magnitude among the inputs and the
+/// intermediate results (`amax`, for the argument-rounding part of the tolerances).
+fn separable_ref(shape: &[usize], c1g: &[f64], v: &[f64], cols: usize) -> (Vec<f64>, f64) {
+    let mut cur = v.to_vec();
+    let fin = |x: &[f64]| {
+        x.iter()
+            .filter(|t| t.is_finite())
+            .fold(0.0f64, |a, t| a.max(t.abs()))
+    };
+    let mut amax = fin(&cur);
+    for (a, &na) in shape.iter().enumerate() {
+        let inner: usize = shape[a + 1..].iter().product();
+        let mut next = vec![0.0; cur.len()];
+        for (src, dst) in cur
+            .chunks_exact(na * inner)
+            .zip(next.chunks_exact_mut(na * inner))
+        {
+            for k in 0..inner {
+                for i in 0..na {
+                    let t: Vec<f64> = (0..na)
+                        .map(|j| {
+                            let dd = i as f64 - j as f64;
+                            src[j * inner + k] - c1g[a] * dd * dd
+                        })
+                        .collect();
+                    let m = t.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    dst[i * inner + k] = if m == f64::NEG_INFINITY {
+                        m
+                    } else {
+                        m + t.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
+                    };
+                }
+            }
+        }
+        cur = next;
+        amax = amax.max(fin(&cur));
+    }
+    let _ = cols;
+    (cur, amax)
+}
+
+/// Absolute tolerance of the shifted-GEMM log path against [`separable_ref`], with `ε`
+/// the precision's epsilon, per axis (absolute log errors pass through later axes
+/// unamplified, logsumexp being 1-Lipschitz in the max norm), twice for the two sides:
+/// * `n_a ε`: summation of at most `n_a` nonnegative terms (GEMM or windowed sum);
+/// * `8 ε`: the `exp`s (≤ 1.07 ulp each), the `ln`, the window's truncation (< ε), the
+///   flushed factors (< ε/4 by the fallback threshold) and the final rounding;
+/// * `8 ε (amax + 12)`: the argument rounding. A term that matters (within the window,
+///   whose margin is `ln(n/ε) < 45`) has `c δ² ≤ |s_j| + |r| + 45 ≤ 2 amax + 45`; its
+///   rounded arguments (`s_j − m`, `c1g δ δ` twice rounded, `s_j − cost − max` on the
+///   windowed path) are off by at most `ε (|s_j| + |m| + 2 c δ² + |r|) ≤ ε (8 amax + 90)`.
+fn gemm_log_atol(eps: f64, shape: &[usize], amax: f64) -> f64 {
+    2.0 * shape
+        .iter()
+        .map(|&na| eps * (na as f64 + 8.0 + 8.0 * (amax + 12.0)))
+        .sum::<f64>()
+}
+
+/// `got` against `want` entry by entry: the same `-∞` pattern, finite where `want` is,
+/// within `tol`.
+fn check_log(got: &[f64], want: &[f64], tol: f64, what: &str) -> f64 {
+    let mut worst = 0.0f64;
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if w == f64::NEG_INFINITY || g == f64::NEG_INFINITY {
+            assert_eq!(g, w, "{what}: entry {k} (-inf pattern)");
+            continue;
+        }
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}: entry {k}: got {g:e}, want {w:e}, |diff| {:e} > tol {tol:e}",
+            (g - w).abs()
+        );
+        worst = worst.max((g - w).abs());
+    }
+    worst
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The shifted-GEMM log path (`apply_log`, unsigned) against [`separable_ref`] in
+    /// `f64` and `f32`: random shapes up to 300 cells per axis, 1-5 columns, γ over
+    /// four and a half decades in pixel units (`c1g` from 0.003, every `K` entry normal,
+    /// to 100, where `K` is zero beyond two cells), inputs uniform in ±spread with
+    /// spread up to 5000 (lanes far wider than the `f64` and `f32` exponent ranges),
+    /// `-∞` entries and sometimes a whole `-∞` column. Small γ with a wide spread makes
+    /// the fallback fire (see `log_gemm_fallback_fires_and_stays_accurate` for a case
+    /// where it must). Tolerance: [`gemm_log_atol`].
+    #[test]
+    fn log_gemm_matches_f64_reference(
+        shape in prop_oneof![
+            (1usize..=300).prop_map(|n| vec![n]),
+            (1usize..=40, 1usize..=40).prop_map(|(a, b)| vec![a, b]),
+            (1usize..=12, 1usize..=12, 1usize..=12).prop_map(|(a, b, c)| vec![a, b, c]),
+        ],
+        cols in 1usize..=5,
+        lg in -2.0f64..2.5,
+        spread_idx in 0usize..4,
+        p_inf_idx in 0usize..3,
+        dead_col in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let spread = [1.0, 50.0, 500.0, 5000.0][spread_idx];
+        let p_inf = [0.0, 0.2, 0.8][p_inf_idx];
+        let gamma = 10f64.powf(lg);
+        let grid = Grid::new(&shape).unwrap().with_units(GridUnits::Pixel);
+        let n = grid.len();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut v = log_batch(&mut rng, n, cols, spread, p_inf);
+        if dead_col {
+            for i in 0..n {
+                v.set(i, cols - 1, f64::NEG_INFINITY);
+            }
+        }
+        // f64: the kernel's exponent per step is 1/γ (c1 = 1 in pixel units).
+        let g = GridKernel::<f64>::new(&grid, gamma).unwrap();
+        let got = apply_log_new(&g, &v, false);
+        let c1g = vec![1.0 / gamma; shape.len()];
+        let (want, amax) = separable_ref(&shape, &c1g, v.as_slice(), cols);
+        let worst = check_log(got.as_slice(), &want, gemm_log_atol(EPS, &shape, amax), "f64");
+        report("log_gemm_vs_ref_f64_over_eps", worst / EPS);
+        prop_assert!(g.log_fallback_fraction().is_some());
+        report("log_gemm_fallback_f64", g.log_fallback_fraction().unwrap());
+        // The transposed application is the same kernel.
+        let got_t = apply_log_new(&g, &v, true);
+        prop_assert_eq!(got_t.as_slice(), got.as_slice());
+        // f32: inputs rounded to f32 (then exact in f64), the kernel's f32 exponent.
+        let g32 = GridKernel::<f32>::new(&grid, gamma as f32).unwrap();
+        let v32: Batch<f32> = v.cast();
+        let got32 = apply_log_new(&g32, &v32, false).cast::<f64>();
+        let c1g32 = vec![(1.0f32 / gamma as f32) as f64; shape.len()];
+        let (want32, amax32) = separable_ref(&shape, &c1g32, v32.cast::<f64>().as_slice(), cols);
+        let worst = check_log(got32.as_slice(), &want32, gemm_log_atol(EPS32, &shape, amax32), "f32");
+        report("log_gemm_vs_ref_f32_over_eps32", worst / EPS32);
+        report("log_gemm_fallback_f32", g32.log_fallback_fraction().unwrap());
+    }
+}
+
+/// One lane with a huge maximum (1000) far from the rest of its mass, at γ = 1 pixel²:
+/// shifted by 1000, that mass (`e^{-1000}`) is flushed, and the kernel between the two
+/// (`e^{-(i-j)²}`) underflows, so the GEMM's sums far from the maximum are zero and those
+/// outputs must fall back to the windowed sum. They stay within [`gemm_log_atol`] of the
+/// reference (without the fallback they would be `-∞`), in `f64` and in `f32`; without
+/// the spike nothing falls back.
+#[test]
+fn log_gemm_fallback_fires_and_stays_accurate() {
+    let mut rng = StdRng::seed_from_u64(7);
+    // 1-D: column 0 is [0, -∞, …, -∞, 1000], column 1 uniform in ±1.
+    let n = 200;
+    let grid = Grid::new(&[n]).unwrap().with_units(GridUnits::Pixel);
+    let mut v = log_batch(&mut rng, n, 2, 1.0, 0.0);
+    for i in 0..n {
+        v.set(i, 0, f64::NEG_INFINITY);
+    }
+    v.set(0, 0, 0.0);
+    v.set(n - 1, 0, 1000.0);
+    // 2-D 64×64: one lane of axis 0 (fixed second index 5) gets 1000 at its far end.
+    let grid2 = Grid::new(&[64, 64]).unwrap().with_units(GridUnits::Pixel);
+    let mut v2 = log_batch(&mut rng, 64 * 64, 3, 1.0, 0.0);
+    v2.set(63 * 64 + 5, 1, 1000.0);
+    for (grid, v) in [(grid, v), (grid2, v2)] {
+        let shape = grid.shape().to_vec();
+        let g = GridKernel::<f64>::new(&grid, 1.0).unwrap();
+        let got = apply_log_new(&g, &v, false);
+        let (want, amax) = separable_ref(&shape, &vec![1.0; shape.len()], v.as_slice(), v.cols());
+        check_log(
+            got.as_slice(),
+            &want,
+            gemm_log_atol(EPS, &shape, amax),
+            "f64",
+        );
+        let frac = g.log_fallback_fraction().unwrap();
+        assert!(frac > 0.0, "{shape:?}: the fallback did not fire");
+        // In 2-D every other entry is within ±1, so every sum is at least e^{-2}: the
+        // spike is the cause, the same input without it falls back nowhere. (In 1-D the
+        // column [0, -∞, …, -∞, 0.5] would still fall back in the middle, where the
+        // result is about −i² ≪ −318 below the lane maximum.)
+        if shape.len() == 2 {
+            let calm = v.map(|x| if x == 1000.0 { 0.5 } else { x });
+            let gc = GridKernel::<f64>::new(&grid, 1.0).unwrap();
+            let _ = apply_log_new(&gc, &calm, false);
+            assert_eq!(gc.log_fallback_fraction(), Some(0.0), "{shape:?}");
+        }
+        report("log_gemm_forced_fallback_fraction", frac);
+        // f32: the same, in its own precision (1000 is exact in f32).
+        let g32 = GridKernel::<f32>::new(&grid, 1.0).unwrap();
+        let v32: Batch<f32> = v.cast();
+        let got32 = apply_log_new(&g32, &v32, false).cast::<f64>();
+        let (want32, amax32) = separable_ref(
+            &shape,
+            &vec![1.0; shape.len()],
+            v32.cast::<f64>().as_slice(),
+            v.cols(),
+        );
+        check_log(
+            got32.as_slice(),
+            &want32,
+            gemm_log_atol(EPS32, &shape, amax32),
+            "f32",
+        );
+        assert!(g32.log_fallback_fraction().unwrap() > 0.0);
+    }
+    // Column 0 of the 1-D case at the cell of its small mass: log(e^0 + e^{1000 - 199²}) = 0.
+    let g = GridKernel::<f64>::new(&Grid::new(&[n]).unwrap().with_units(GridUnits::Pixel), 1.0)
+        .unwrap();
+    let mut v = Batch::filled(n, 1, f64::NEG_INFINITY);
+    v.set(0, 0, 0.0);
+    v.set(n - 1, 0, 1000.0);
+    let got = apply_log_new(&g, &v, false);
+    assert_eq!(got.get(0, 0), 0.0);
+    assert_eq!(got.get(n - 1, 0), 1000.0);
+}
+
+/// Why the GEMM runs in `f64` for `f32` inputs: a lane with `0` at one end and `200` at
+/// the other, the kernel spanning `e^{-250}` end to end. Shifted by 200, the first
+/// entry's `e^{-200}` underflows in `f32` (below `e^{-104}`) but not in `f64`, where
+/// it is far above the fallback threshold (`4·200·2⁻⁵¹¹/ε₃₂ ≈ e^{-331}`): no output falls back, and the
+/// first output, `log(1 + e^{200-250}) ≈ 2e-22`, comes out as `0` to `f32` accuracy,
+/// not as the `-50` an `f32` GEMM would give.
+#[test]
+fn log_gemm_f32_runs_in_f64_without_fallback() {
+    let n = 200;
+    let gamma = ((n - 1) * (n - 1)) as f32 / 250.0;
+    let grid = Grid::new(&[n]).unwrap().with_units(GridUnits::Pixel);
+    let g = GridKernel::<f32>::new(&grid, gamma).unwrap();
+    let mut v = Batch::<f32>::filled(n, 1, f32::NEG_INFINITY);
+    v.set(0, 0, 0.0);
+    v.set(n - 1, 0, 200.0);
+    let got = apply_log_new(&g, &v, false).cast::<f64>();
+    assert_eq!(g.log_fallback_fraction(), Some(0.0));
+    let (want, amax) = separable_ref(&[n], &[(1.0 / gamma) as f64], v.cast::<f64>().as_slice(), 1);
+    check_log(
+        got.as_slice(),
+        &want,
+        gemm_log_atol(EPS32, &[n], amax),
+        "f32",
+    );
+    assert!(got.get(0, 0).abs() <= 1e-6, "{}", got.get(0, 0));
+}
+
+/// Special values keep their windowed-path meaning on the GEMM path: a `+∞` entry makes
+/// its whole lane `+∞` (every term `+∞ − c δ²` is `+∞`), a NaN entry makes its own output
+/// NaN, an all-`-∞` lane stays `-∞`.
+#[test]
+fn log_gemm_special_values() {
+    let n = 50;
+    let grid = Grid::new(&[n]).unwrap().with_units(GridUnits::Pixel);
+    let g = GridKernel::<f64>::new(&grid, 2.0).unwrap();
+    let mut v = Batch::from_fn(n, 3, |i, _| (i as f64 * 0.37).sin());
+    v.set(10, 0, f64::INFINITY);
+    v.set(20, 1, f64::NAN);
+    for i in 0..n {
+        v.set(i, 2, f64::NEG_INFINITY);
+    }
+    let got = apply_log_new(&g, &v, false);
+    assert!(
+        got.col(0).iter().all(|&x| x == f64::INFINITY),
+        "{:?}",
+        got.col(0)
+    );
+    assert!(got.get(20, 1).is_nan());
+    assert!(got.col(2).iter().all(|&x| x == f64::NEG_INFINITY));
+}
+
+/// `with_par` on the shifted-GEMM log path: two threads (the batch is large enough to
+/// cross the threading threshold) give the sequential result. Not bitwise: a part of
+/// the fastest axis groups its lines into other chunks, whose windows can tile the GEMM
+/// differently (terms below one ulp) and whose GEMMs have other shapes, so within
+/// [`gemm_log_atol`] of each other, on a tiled (γ = 2) and an untiled (γ = 200) kernel.
+#[test]
+fn log_gemm_threads_match_sequential() {
+    let grid = Grid::new(&[128, 96]).unwrap().with_units(GridUnits::Pixel);
+    let n = grid.len();
+    let mut rng = StdRng::seed_from_u64(11);
+    let v = log_batch(&mut rng, n, 12, 30.0, 0.05);
+    for gamma in [2.0, 200.0] {
+        let seq = GridKernel::<f64>::new(&grid, gamma).unwrap();
+        let par = GridKernel::<f64>::new(&grid, gamma)
+            .unwrap()
+            .with_par(faer::Par::rayon(2));
+        let (a, b) = (
+            apply_log_new(&seq, &v, false),
+            apply_log_new(&par, &v, false),
+        );
+        let amax = a
+            .as_slice()
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(30.0f64, |m, x| m.max(x.abs()));
+        let worst = check_log(
+            b.as_slice(),
+            a.as_slice(),
+            gemm_log_atol(EPS, &[128, 96], amax),
+            "threads",
+        );
+        report("log_gemm_threads_vs_seq_over_eps", worst / EPS);
+    }
+}

@@ -10,7 +10,7 @@ use crate::real::Real;
 use crate::solver::{in_parts, in_parts2, threads, EXP_WORK};
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Coordinates and cost scaling of a grid, so numbers can be matched with each peer library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -127,6 +127,11 @@ struct Axis<T: Real> {
     k: Batch<T>,
     /// `K ⊙ C` along this axis (cost units), for transport costs.
     kc: Batch<T>,
+    /// `K` in `f64` with the entries below [`GEMM_FLUSH`] set to zero: the matrix of the
+    /// shifted-GEMM log-domain path ([`rows_log_gemm`]), whatever `T` is. Built by the
+    /// first log-domain application ([`Axis::klog`]), so that a kernel used only in the
+    /// scaling domain neither computes nor stores it.
+    klog: OnceLock<Batch<f64>>,
     /// Half-width beyond which `K` underflows to exactly zero in `T`.
     band: usize,
     /// The narrowest band [`bound_band`] can give (an input of constant magnitude):
@@ -135,15 +140,40 @@ struct Axis<T: Real> {
     min_band: usize,
 }
 
+impl<T: Real> Axis<T> {
+    /// The `f64` kernel of the shifted-GEMM log path (see the field), built on first use:
+    /// `exp(−c1g δ²)` with `c1g` as stored in `T`, evaluated in `f64` (for `f64` the
+    /// windowed path's exponent exactly, for `f32` without its rounding to `f32`).
+    fn klog(&self) -> &Batch<f64> {
+        self.klog.get_or_init(|| {
+            let c1g = self.c1g.to_f64_();
+            Batch::from_fn(self.n, self.n, |i, j| {
+                let d = i as f64 - j as f64;
+                let kij = (-(c1g * d * d)).exp();
+                if kij < GEMM_FLUSH {
+                    0.0
+                } else {
+                    kij
+                }
+            })
+        })
+    }
+}
+
 /// Separable Gibbs kernel on a [`Grid`] with squared Euclidean cost.
 ///
 /// `K = K_0 ⊗ K_1 ⊗ ...` is applied one axis at a time: cost `O(N (n_0 + n_1 + ...))`
 /// per histogram instead of `O(N²)` (section 4.1.2). Each axis is a GEMM over the whole
 /// batch, restricted to a band around the diagonal: per image, the narrowest one whose
 /// dropped terms are provably below a quarter ulp of every result
-/// ([`GridKernel::band_for`]), at most the band where `K` is nonzero in `T`; in the log
-/// domain each output uses a window chosen per row so that every dropped term is below
-/// one ulp of the result (see [`GridKernel::mean_log_window`]).
+/// ([`GridKernel::band_for`]), at most the band where `K` is nonzero in `T`. In the log
+/// domain (Algorithm 3) each output needs only a window chosen per row so that every
+/// dropped term is below one ulp of the result (see [`GridKernel::mean_log_window`]);
+/// the unsigned application sums it as a GEMM of `K` (in `f64`) with the max-shifted
+/// exponentials of its input, one `exp` per entry and one `ln` per result, and falls
+/// back to a windowed logsumexp per output where that sum is too small to be trusted
+/// ([`GridKernel::log_fallback_fraction`]); the signed and cost-weighted ones sum the
+/// window term by term.
 ///
 /// **Parallelism.** Sequential by default. With [`GridKernel::with_par`]`(Par::rayon(k))`
 /// an axis costing more than 2²⁴ multiply-adds or exponentials is split over `k` scoped
@@ -159,6 +189,10 @@ pub struct GridKernel<T: Real> {
     par: Par,
     win_sum: AtomicU64,
     win_count: AtomicU64,
+    /// Outputs of the shifted-GEMM log path since the kernel was built, and how many of
+    /// them were recomputed by the windowed sum ([`GridKernel::log_fallback_fraction`]).
+    gemm_outputs: AtomicU64,
+    gemm_fallbacks: AtomicU64,
     /// The ping-pong buffer of [`GridKernel::chain`], kept between applications so that
     /// an application allocates (and page-faults) nothing; an application that finds it
     /// in use by another thread allocates its own.
@@ -174,6 +208,8 @@ impl<T: Real> Clone for GridKernel<T> {
             par: self.par,
             win_sum: AtomicU64::new(0),
             win_count: AtomicU64::new(0),
+            gemm_outputs: AtomicU64::new(0),
+            gemm_fallbacks: AtomicU64::new(0),
             scratch: Mutex::new(Vec::new()),
         }
     }
@@ -208,6 +244,7 @@ impl<T: Real> GridKernel<T> {
                     c1g,
                     k,
                     kc,
+                    klog: OnceLock::new(),
                     band,
                     min_band,
                 }
@@ -220,6 +257,8 @@ impl<T: Real> GridKernel<T> {
             par: Par::Seq,
             win_sum: AtomicU64::new(0),
             win_count: AtomicU64::new(0),
+            gemm_outputs: AtomicU64::new(0),
+            gemm_fallbacks: AtomicU64::new(0),
             scratch: Mutex::new(Vec::new()),
         })
     }
@@ -253,11 +292,26 @@ impl<T: Real> GridKernel<T> {
         bound_band::<T>(ax.c1g, ratio, ax.band)
     }
 
-    /// Mean half-width of the log-domain windows used since the kernel was built
-    /// (`None` before any log-domain application).
+    /// Mean half-width of the log-domain windows since the kernel was built (`None`
+    /// before any log-domain application): per output row, the half-width of Algorithm
+    /// 3's window, the narrowest band whose dropped terms are provably below one ulp of
+    /// every result of the row. The windowed sums (signed and cost-weighted applications)
+    /// sum exactly that band; the shifted GEMM of `apply_log` sums at least that band
+    /// and takes the window from its own results (see `rows_log_gemm` in
+    /// `src/kernel/grid.rs`).
     pub fn mean_log_window(&self) -> Option<f64> {
         let c = self.win_count.load(Ordering::Relaxed);
         (c > 0).then(|| self.win_sum.load(Ordering::Relaxed) as f64 / c as f64)
+    }
+
+    /// Fraction of the log-domain outputs computed through the shifted GEMM (the
+    /// unsigned, unweighted applications: [`Kernel::apply_log`] and
+    /// [`Kernel::apply_log_t`]) that fell back to the windowed sum of Algorithm 3 because
+    /// the GEMM's sum was too small to be trusted (see `rows_log_gemm` in
+    /// `src/kernel/grid.rs`), since the kernel was built; `None` before any such output.
+    pub fn log_fallback_fraction(&self) -> Option<f64> {
+        let c = self.gemm_outputs.load(Ordering::Relaxed);
+        (c > 0).then(|| self.gemm_fallbacks.load(Ordering::Relaxed) as f64 / c as f64)
     }
 
     /// Runs `step(axis, src, dst, inner, blocks)` over the axes, ping-ponging between
@@ -355,23 +409,36 @@ impl<T: Real> GridKernel<T> {
     /// `log(K exp(v))` axis by axis (Algorithm 3); with `weighted = Some(a)` the kernel
     /// of axis `a` is `K_a ⊙ C_a` instead, i.e. `log((K_0 ⊗ .. ⊗ (K_a ⊙ C_a) ⊗ ..) exp(v))`.
     fn log_chain(&self, v: &Batch<T>, out: &mut Batch<T>, weighted: Option<usize>) {
-        let (mut wsum, mut wcount) = (0u64, 0u64);
+        let mut total = LogStats::default();
         self.chain(v, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
             let unit = ax.n * inner;
-            let th = threads(self.par, src.len() * ax.n * EXP_WORK);
             let weight = (weighted == Some(a)).then_some(ax.c1);
-            for (s, c) in in_parts(th, unit, src, dst, |s, d| {
-                axis_log(ax.c1g, weight, s, d, None, ax.n, inner)
+            // The shifted GEMM (unweighted) costs a multiply-add per term and two
+            // transcendental functions per entry; the windowed sum an `exp` per term.
+            let work = match weight {
+                None => src.len() * (ax.n + 2 * EXP_WORK),
+                Some(_) => src.len() * ax.n * EXP_WORK,
+            };
+            let th = threads(self.par, work);
+            let path = match weight {
+                None => LogPath::Gemm(ax.klog().view()),
+                Some(_) => LogPath::Windowed(weight),
+            };
+            for st in in_parts(th, unit, src, dst, |s, d| {
+                axis_log(ax.c1g, path, s, d, None, ax.n, inner)
             }) {
-                wsum += s;
-                wcount += c;
+                total.add(st);
             }
         });
         // The statistics describe the Sinkhorn applications, not the transport costs.
         if weighted.is_none() {
-            self.win_sum.fetch_add(wsum, Ordering::Relaxed);
-            self.win_count.fetch_add(wcount, Ordering::Relaxed);
+            self.win_sum.fetch_add(total.wsum, Ordering::Relaxed);
+            self.win_count.fetch_add(total.wcount, Ordering::Relaxed);
+            self.gemm_outputs
+                .fetch_add(total.outputs, Ordering::Relaxed);
+            self.gemm_fallbacks
+                .fetch_add(total.fallbacks, Ordering::Relaxed);
         }
     }
 }
@@ -605,24 +672,73 @@ struct Signs<'a, T> {
     dst: &'a mut [T],
 }
 
+/// How one log-domain axis sums its terms: the windowed sum of [`rows_log`] (with the
+/// optional cost weight of `K_a ⊙ C_a`), or the shifted GEMM of [`rows_log_gemm`] with
+/// the axis' `f64` kernel (unsigned batches only: a signed one takes the windowed sum).
+#[derive(Clone, Copy)]
+enum LogPath<'a> {
+    Windowed(Option<f64>),
+    Gemm(MatRef<'a, f64>),
+}
+
+/// Counts of one log-domain application: Σ windows and their number (for
+/// [`GridKernel::mean_log_window`]), outputs of the shifted GEMM and how many of them fell
+/// back to the windowed sum (for [`GridKernel::log_fallback_fraction`]).
+#[derive(Clone, Copy, Default)]
+struct LogStats {
+    wsum: u64,
+    wcount: u64,
+    outputs: u64,
+    fallbacks: u64,
+}
+
+impl LogStats {
+    fn add(&mut self, o: LogStats) {
+        self.wsum += o.wsum;
+        self.wcount += o.wcount;
+        self.outputs += o.outputs;
+        self.fallbacks += o.fallbacks;
+    }
+}
+
+/// `n` rows of `lanes` lanes through the path `path` (see [`LogPath`]).
+fn rows_by<T: Real>(
+    c1g: T,
+    path: LogPath<'_>,
+    s: &[T],
+    d: &mut [T],
+    signs: Option<Signs<'_, T>>,
+    n: usize,
+    lanes: usize,
+) -> LogStats {
+    match (path, signs) {
+        (LogPath::Gemm(k), None) => rows_log_gemm(c1g, k, s, d, n, lanes),
+        (LogPath::Gemm(_), sg) => rows_log(c1g, None, s, d, sg, n, lanes),
+        (LogPath::Windowed(w), sg) => rows_log(c1g, w, s, d, sg, n, lanes),
+    }
+}
+
 /// One axis of Algorithm 3 (`log K exp`) with the adaptive band, unsigned or signed.
-/// Returns (Σ windows, count).
 ///
-/// The reduction runs over rows of independent lanes (see [`rows_log`]). When the axis
-/// is the fastest one (`inner == 1`), each line is contiguous: the lines are transposed
-/// so that element `j` of every line forms row `j`, which costs two passes over memory
-/// and buys vectorized exponentials instead of one short logsumexp per output.
+/// The reduction runs over rows of independent lanes (see [`rows_log`] and
+/// [`rows_log_gemm`]). When the axis is the fastest one (`inner == 1`), each line is
+/// contiguous: the lines are transposed so that element `j` of every line forms row `j`,
+/// which costs two passes over memory and buys vectorized exponentials and maxima across
+/// lines instead of one short logsumexp per output.
 fn axis_log<T: Real>(
     c1g: T,
-    weight: Option<f64>,
+    path: LogPath<'_>,
     src: &[T],
     dst: &mut [T],
     signs: Option<Signs<'_, T>>,
     n: usize,
     inner: usize,
-) -> (u64, u64) {
+) -> LogStats {
     if inner == 1 {
         let lines = src.len() / n;
+        if let (LogPath::Gemm(k), None) = (path, signs.as_ref()) {
+            return lines_log_gemm(c1g, k, src, dst, n, lines);
+        }
         let t = |x: &[T]| {
             let mut rows = vec![T::zero(); x.len()];
             transpose(x, n, lines, &mut rows);
@@ -631,7 +747,7 @@ fn axis_log<T: Real>(
         let rows = t(src);
         let mut out = vec![T::zero(); src.len()];
         let r = match signs {
-            None => rows_log(c1g, weight, &rows, &mut out, None, n, lines),
+            None => rows_by(c1g, path, &rows, &mut out, None, n, lines),
             Some(sg) => {
                 let srows = t(sg.src);
                 let mut sout = vec![T::zero(); src.len()];
@@ -639,7 +755,7 @@ fn axis_log<T: Real>(
                     src: &srows,
                     dst: &mut sout,
                 };
-                let r = rows_log(c1g, weight, &rows, &mut out, Some(dst), n, lines);
+                let r = rows_by(c1g, path, &rows, &mut out, Some(dst), n, lines);
                 transpose(&sout, lines, n, sg.dst);
                 r
             }
@@ -648,13 +764,11 @@ fn axis_log<T: Real>(
         return r;
     }
     let sz = n * inner;
-    let (mut wsum, mut wcount) = (0, 0);
+    let mut total = LogStats::default();
     match signs {
         None => {
             for (s, d) in src.chunks_exact(sz).zip(dst.chunks_exact_mut(sz)) {
-                let (ws, wc) = rows_log(c1g, weight, s, d, None, n, inner);
-                wsum += ws;
-                wcount += wc;
+                total.add(rows_by(c1g, path, s, d, None, n, inner));
             }
         }
         Some(sg) => {
@@ -662,13 +776,11 @@ fn axis_log<T: Real>(
             let sblocks = sg.src.chunks_exact(sz).zip(sg.dst.chunks_exact_mut(sz));
             for ((s, d), (ss, sd)) in blocks.zip(sblocks) {
                 let signs = Signs { src: ss, dst: sd };
-                let (ws, wc) = rows_log(c1g, weight, s, d, Some(signs), n, inner);
-                wsum += ws;
-                wcount += wc;
+                total.add(rows_by(c1g, path, s, d, Some(signs), n, inner));
             }
         }
     }
-    (wsum, wcount)
+    total
 }
 
 /// `out = aᵀ` for a column-major `rows × cols` matrix `a`, by cache-sized tiles.
@@ -708,7 +820,7 @@ fn rows_log<T: Real>(
     mut signs: Option<Signs<'_, T>>,
     n: usize,
     inner: usize,
-) -> (u64, u64) {
+) -> LogStats {
     // Weighted, the δ = 0 term is zero: the band must reach δ = ±1 to see a maximum.
     let w0 = min_window(c1g, n).max(usize::from(weight.is_some()));
     let ninf = T::neg_infinity();
@@ -782,16 +894,489 @@ fn rows_log<T: Real>(
             wcount += 1;
         }
     }
-    (wsum, wcount)
+    LogStats {
+        wsum,
+        wcount,
+        ..LogStats::default()
+    }
 }
 
-/// `m[k] = max(m[k], v[k] − c)`, vectorized.
+/// Factors below this (2⁻⁵¹¹) are flushed to zero by the shifted-GEMM log path
+/// ([`rows_log_gemm`]): both factors of a kept product are then at least 2⁻⁵¹¹, so the
+/// product is at least 2⁻¹⁰²², a normal `f64`, and the GEMM never computes with
+/// subnormals (about 2-3× slower on Zen 4, see `src/vexp.rs`). A flushed factor loses a
+/// term below 2⁻⁵¹¹ (the other factor is at most one); the bound of [`rows_log_gemm`]
+/// accounts for it.
+const GEMM_FLUSH: f64 = f64::from_bits((1023 - 511) << 52);
+
+/// Algorithm 3 along the rows of `s` (`n` rows of `inner` independent lanes, as in
+/// [`rows_log`]), unsigned and unweighted, through one GEMM per chunk of lanes instead of
+/// an `exp` per term:
+///
+/// `d[i, k] = log Σ_j exp(s[j, k] − c1g (i − j)²) = m_k + ln S[i, k]`,
+/// `S[i, k] = Σ_j K[i, j] E[j, k]`, `K[i, j] = exp(−c1g (i − j)²)`, `E[j, k] = exp(s[j, k] − m_k)`,
+///
+/// with `m_k = max_j s[j, k]` (the logsumexp identity of eq. 22 with one shift per lane
+/// instead of one per output). So `n` exponentials and `n` logarithms per lane, and the
+/// `n²` terms are multiply-adds, as in the scaling domain. `E`, `K` and the GEMM are in
+/// `f64` whatever `T` is: for `f32` inputs the `f32` range (`exp` underflows below −87
+/// or −104) would otherwise make most far-from-the-maximum outputs fall back.
+///
+/// **Band.** Where even the narrowest window of Algorithm 3 leaves room for tiles
+/// ([`tiles`]), the GEMM runs by tiles of rows over the widest window of the tile, each
+/// row's window computed as in [`rows_log`] but from a lower bound of the band maximum
+/// (the terms `|i − j| ≤ 1`), which can only widen it; otherwise it sums the whole axis.
+/// The windows reported to [`GridKernel::mean_log_window`] are those of Algorithm 3's
+/// bound evaluated with the result itself in place of the band maximum (`vmax − d[i, k]`,
+/// [`window`]): the narrowest band provably within one ulp of every result of the row,
+/// which this path sums (at least).
+///
+/// **Error bound.** Let `S*` be the exact sum and `u` the unit roundoff of `f64`. Every
+/// kept factor is an `exp` within 1.07 ulp (`src/vexp.rs`; `K` by `f64::exp`, within 1
+/// ulp) of the exact value of its rounded argument, and their product rounds once (`5.3 u`
+/// per term in all); a factor below `F =` [`GEMM_FLUSH`] is set to
+/// zero, which loses a term below `F` (the other factor is at most 1, both being shifted
+/// to a maximum of 1); every kept product is a normal number (`≥ F²`), so nothing else
+/// underflows; the GEMM adds at most `n` nonnegative terms (relative error `≤ n u`); a
+/// tile drops only terms beyond the window (below `ε_T` relative, see [`window`]). Hence
+/// `|S − S*| ≤ (n + 5) u S* + a S* + ε_T S* + n F`, `a` the argument rounding
+/// (`u (|s − m_k| + 2 c1g δ²)` on a term that matters, as on the windowed path). An output is kept when
+/// `S ≥ θ = 4 n F / ε_T` (`ε_T` the machine epsilon of `T`): there the flushed mass `n F`
+/// is at most a quarter of `ε_T` relative to `S`, a quarter ulp of `T`, and `ln S`
+/// turns the relative error of `S` into an absolute one. Any other output (`S < θ`, i.e.
+/// more than about `318 − ln 4n` nats below the lane maximum in `f64`, `338 − ln 4n` in
+/// `f32`; or a non-finite `S`, from a `+∞` or NaN input) is recomputed alone by the
+/// windowed, per-output-shifted sum of [`rows_log`] over a window at least as wide as
+/// Algorithm 3's. Lanes that are all `−∞` give `−∞`.
+///
+/// Returns the window statistics and the counts of outputs and fallbacks.
+fn rows_log_gemm<T: Real>(
+    c1g: T,
+    klog: MatRef<'_, f64>,
+    s: &[T],
+    d: &mut [T],
+    n: usize,
+    inner: usize,
+) -> LogStats {
+    let w0 = min_window(c1g, n);
+    let ninf = T::neg_infinity();
+    // Exactly the windowed path's exponents (for the windows and the fallback).
+    let cost: Vec<T> = (0..n)
+        .map(|k| {
+            let dd = T::of(k as f64);
+            c1g * dd * dd
+        })
+        .collect();
+    let theta = 4.0 * n as f64 * GEMM_FLUSH / T::epsilon().to_f64_();
+    let tiled = tiles(n, w0).is_some();
+    let mut st = LogStats::default();
+    let width = inner.min(LANE_CHUNK);
+    let (mut vmax, mut mrow) = (vec![ninf; width], vec![ninf; width]);
+    let mut shift = vec![0.0f64; width];
+    let mut wins = vec![n; n];
+    let (mut e, mut sum) = (vec![0.0f64; width * n], vec![0.0f64; width * n]);
+    let mut terms = Vec::new();
+    for k0 in (0..inner).step_by(LANE_CHUNK) {
+        let len = LANE_CHUNK.min(inner - k0);
+        let lanes = |j: usize| j * inner + k0..j * inner + k0 + len;
+        let (vmax, mrow, shift) = (&mut vmax[..len], &mut mrow[..len], &mut shift[..len]);
+        vmax.fill(ninf);
+        for j in 0..n {
+            max_shifted(vmax, &s[lanes(j)], T::zero());
+        }
+        if tiled {
+            for (i, wi) in wins.iter_mut().enumerate() {
+                mrow.fill(ninf);
+                for j in i.saturating_sub(1)..(i + 2).min(n) {
+                    max_shifted(mrow, &s[lanes(j)], cost[i.abs_diff(j)]);
+                }
+                *wi = window(c1g, widest_gap(vmax, mrow), n).max(w0).min(n);
+            }
+        }
+        for (sh, &m) in shift.iter_mut().zip(vmax.iter()) {
+            *sh = if m.is_finite() { m.to_f64_() } else { 0.0 };
+        }
+        let (e, sum) = (&mut e[..len * n], &mut sum[..len * n]);
+        for (j, ej) in e.chunks_exact_mut(len).enumerate() {
+            widened_args(ej, &s[lanes(j)], shift);
+        }
+        <f64 as Real>::exp_slice(e);
+        flush_small(e);
+        windowed_gemm(
+            MatRef::from_column_major_slice(e, len, n),
+            klog,
+            &wins,
+            MatMut::from_column_major_slice_mut(sum, len, n),
+        );
+        for (i, si) in sum.chunks_exact(len).enumerate() {
+            let out = &mut d[lanes(i)];
+            let suspect = shift_ln_widened(vmax, shift, si, out, theta);
+            st.outputs += len as u64;
+            if suspect > 0 {
+                for (kk, (&vm, &sk)) in vmax.iter().zip(si).enumerate() {
+                    if !needs_fallback(vm, sk, theta) {
+                        continue;
+                    }
+                    st.fallbacks += 1;
+                    let k = k0 + kk;
+                    // This lane's window from its terms `|i − j| ≤ 1` (a lower bound of
+                    // the band maximum, so at least Algorithm 3's window); the whole
+                    // axis for a `+∞` maximum.
+                    let w = if vm.is_finite() {
+                        let (lo, hi) = (i.saturating_sub(1), (i + 2).min(n));
+                        let m3 = (lo..hi)
+                            .map(|j| s[j * inner + k] - cost[i.abs_diff(j)])
+                            .fold(ninf, |a, b| if b > a { b } else { a });
+                        window(c1g, vm - m3, n).max(w0)
+                    } else {
+                        n
+                    };
+                    let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
+                    terms.clear();
+                    terms.extend((lo..hi).map(|j| s[j * inner + k] - cost[i.abs_diff(j)]));
+                    out[kk] = crate::kernel::lse::lse(&terms);
+                }
+            }
+            let w = window(c1g, widest_gap(vmax, out), n).max(w0).min(n);
+            st.wsum += w as u64;
+            st.wcount += 1;
+        }
+    }
+    st
+}
+
+/// Above any sum of [`rows_log_gemm`] with a finite shift (at most `n` terms of at most
+/// one): `sum ≤ SUM_MAX` only rejects `∞` and NaN.
+const SUM_MAX: f64 = f64::from_bits((1023 + 60) << 52);
+
+/// Whether an output of [`rows_log_gemm`] must be recomputed: its lane has a value
+/// (`vmax > -∞`) and its sum is below the threshold `theta`, or not finite, or the lane
+/// maximum is `+∞`.
+#[inline(always)]
+fn needs_fallback<T: Real>(vmax: T, sum: f64, theta: f64) -> bool {
+    let trusted = vmax.is_finite() && sum >= theta && sum <= SUM_MAX;
+    vmax != T::neg_infinity() && !trusted
+}
+
+/// [`rows_log_gemm`] for an axis whose lines are contiguous (`inner == 1`: the fastest
+/// axis): `s` holds `lines` lines of `n` entries, and `out = K E` with `E` the lines'
+/// shifted exponentials as columns, so no transposition is needed. Same shifts, band,
+/// bound, threshold and fallback; the windows (tiles and statistics) are taken per row
+/// over chunks of [`LANE_CHUNK`] lines, as the transposed layout would.
+fn lines_log_gemm<T: Real>(
+    c1g: T,
+    klog: MatRef<'_, f64>,
+    s: &[T],
+    d: &mut [T],
+    n: usize,
+    lines: usize,
+) -> LogStats {
+    let w0 = min_window(c1g, n);
+    let ninf = T::neg_infinity();
+    let cost: Vec<T> = (0..n)
+        .map(|k| {
+            let dd = T::of(k as f64);
+            c1g * dd * dd
+        })
+        .collect();
+    let theta = 4.0 * n as f64 * GEMM_FLUSH / T::epsilon().to_f64_();
+    let tiled = tiles(n, w0).is_some();
+    let mut st = LogStats::default();
+    let width = lines.min(LANE_CHUNK);
+    let mut vmax = vec![ninf; width];
+    let (mut gap, mut wins) = (vec![ninf; n], vec![n; n]);
+    let (mut e, mut sum) = (vec![0.0f64; width * n], vec![0.0f64; width * n]);
+    let mut terms = Vec::new();
+    let c1 = cost.get(1).copied().unwrap_or(T::zero());
+    for l0 in (0..lines).step_by(LANE_CHUNK) {
+        let len = LANE_CHUNK.min(lines - l0);
+        let line = |l: usize| (l0 + l) * n..(l0 + l + 1) * n;
+        let vmax = &mut vmax[..len];
+        for (l, vm) in vmax.iter_mut().enumerate() {
+            *vm = line_max(&s[line(l)]);
+        }
+        if tiled {
+            gap.fill(ninf);
+            for (l, &vm) in vmax.iter().enumerate() {
+                if vm != ninf {
+                    near_gap(&mut gap, &s[line(l)], vm, c1);
+                }
+            }
+            for (wi, &g) in wins.iter_mut().zip(gap.iter()) {
+                *wi = window(c1g, g, n).max(w0).min(n);
+            }
+        }
+        let shift = |vm: T| if vm.is_finite() { vm.to_f64_() } else { 0.0 };
+        let (e, sum) = (&mut e[..len * n], &mut sum[..len * n]);
+        for (l, el) in e.chunks_exact_mut(n).enumerate() {
+            widened_args_by(el, &s[line(l)], shift(vmax[l]));
+        }
+        <f64 as Real>::exp_slice(e);
+        flush_small(e);
+        windowed_gemm_left(
+            klog,
+            MatRef::from_column_major_slice(e, n, len),
+            &wins,
+            MatMut::from_column_major_slice_mut(sum, n, len),
+        );
+        gap.fill(ninf);
+        for (l, sl) in sum.chunks_exact(n).enumerate() {
+            let vm = vmax[l];
+            let src = &s[line(l)];
+            let out = &mut d[line(l)];
+            let suspect = shift_ln_line(vm, shift(vm), sl, out, theta);
+            st.outputs += n as u64;
+            if suspect > 0 {
+                for (i, &si) in sl.iter().enumerate() {
+                    if !needs_fallback(vm, si, theta) {
+                        continue;
+                    }
+                    st.fallbacks += 1;
+                    // As in `rows_log_gemm`: the window from the terms `|i − j| ≤ 1`.
+                    let w = if vm.is_finite() {
+                        let (lo, hi) = (i.saturating_sub(1), (i + 2).min(n));
+                        let m3 = (lo..hi)
+                            .map(|j| src[j] - cost[i.abs_diff(j)])
+                            .fold(ninf, |a, b| if b > a { b } else { a });
+                        window(c1g, vm - m3, n).max(w0)
+                    } else {
+                        n
+                    };
+                    let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
+                    terms.clear();
+                    terms.extend((lo..hi).map(|j| src[j] - cost[i.abs_diff(j)]));
+                    out[i] = crate::kernel::lse::lse(&terms);
+                }
+            }
+            if vm != ninf {
+                result_gap(&mut gap, vm, out);
+            }
+        }
+        for &g in gap.iter() {
+            st.wsum += window(c1g, g, n).max(w0).min(n) as u64;
+            st.wcount += 1;
+        }
+    }
+    st
+}
+
+/// `max_j v[j]` (`-∞` for an empty or all-`-∞` slice, NaN ignored), vectorized.
+fn line_max<T: Real>(v: &[T]) -> T {
+    const W: usize = 8;
+    let ninf = T::neg_infinity();
+    let mut acc = [ninf; W];
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            let c = v.chunks_exact(W);
+            let r = c.remainder();
+            for x in c {
+                for k in 0..W {
+                    acc[k] = if x[k] > acc[k] { x[k] } else { acc[k] };
+                }
+            }
+            for &x in r {
+                acc[0] = if x > acc[0] { x } else { acc[0] };
+            }
+        },
+    );
+    acc.iter().fold(ninf, |a, &b| if b > a { b } else { a })
+}
+
+/// `gap[i] = max(gap[i], vmax − m3[i])` with `m3[i] = max(v[i], v[i±1] − c1)` (a lower
+/// bound of the band maximum, `+∞` gap when it is `-∞`): [`widest_gap`] of the near
+/// terms, accumulated one line at a time.
+fn near_gap<T: Real>(gap: &mut [T], v: &[T], vmax: T, c1: T) {
+    let n = v.len();
+    let ninf = T::neg_infinity();
+    for (i, g) in gap.iter_mut().enumerate().take(n) {
+        let mut m = v[i];
+        if i > 0 && v[i - 1] - c1 > m {
+            m = v[i - 1] - c1;
+        }
+        if i + 1 < n && v[i + 1] - c1 > m {
+            m = v[i + 1] - c1;
+        }
+        let x = if m == ninf { T::infinity() } else { vmax - m };
+        *g = if x > *g { x } else { *g };
+    }
+}
+
+/// `gap[i] = max(gap[i], vmax − out[i])` (`+∞` where `out[i] = -∞`, NaN ignored):
+/// [`widest_gap`] of the results, accumulated one line at a time, vectorized.
+fn result_gap<T: Real>(gap: &mut [T], vmax: T, out: &[T]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (g, &o) in gap.iter_mut().zip(out) {
+                let x = if o == T::neg_infinity() {
+                    T::infinity()
+                } else {
+                    vmax - o
+                };
+                *g = if x > *g { x } else { *g };
+            }
+        },
+    )
+}
+
+/// `e[j] = v[j] − shift` in `f64`, vectorized.
+fn widened_args_by<T: Real>(e: &mut [f64], v: &[T], shift: f64) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (ek, &vk) in e.iter_mut().zip(v) {
+                *ek = vk.to_f64_() - shift;
+            }
+        },
+    )
+}
+
+/// [`shift_ln_widened`] for one line: one lane maximum and shift for all its outputs.
+fn shift_ln_line<T: Real>(vmax: T, shift: f64, sum: &[f64], out: &mut [T], theta: f64) -> u32 {
+    if vmax == T::neg_infinity() {
+        out.fill(vmax);
+        return 0;
+    }
+    // Two loops: the count's mixed-width reduction would keep the logarithms scalar.
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (o, &sk) in out.iter_mut().zip(sum) {
+                *o = T::of(shift + crate::kernel::lse::ln_lane(sk));
+            }
+        },
+    );
+    if !vmax.is_finite() {
+        return sum.len() as u32;
+    }
+    sum.iter()
+        .map(|&sk| u32::from(!(sk >= theta && sk <= SUM_MAX)))
+        .sum()
+}
+
+/// `out = K e` (`K` symmetric `n × n`, `e` is `n × lines`) over, for every output row
+/// `i`, at least the rows `j` with `|i − j| ≤ wins[i]`: [`windowed_gemm`] from the left.
+fn windowed_gemm_left(
+    k: MatRef<'_, f64>,
+    e: MatRef<'_, f64>,
+    wins: &[usize],
+    mut out: MatMut<'_, f64>,
+) {
+    let n = k.nrows();
+    let widest = wins.iter().copied().max().unwrap_or(n);
+    match tiles(n, widest) {
+        None => matmul(out, Accum::Replace, k, e, 1.0, Par::Seq),
+        Some(t) => {
+            let mut i0 = 0;
+            while i0 < n {
+                let i1 = (i0 + t).min(n);
+                let band = wins[i0..i1].iter().copied().max().unwrap_or(n);
+                let (j0, j1) = (i0.saturating_sub(band), (i1 + band).min(n));
+                matmul(
+                    out.as_mut().subrows_mut(i0, i1 - i0),
+                    Accum::Replace,
+                    k.submatrix(i0, j0, i1 - i0, j1 - j0),
+                    e.subrows(j0, j1 - j0),
+                    1.0,
+                    Par::Seq,
+                );
+                i0 = i1;
+            }
+        }
+    }
+}
+
+/// `out = e K` (`e` is `lanes × n`, `K` symmetric `n × n`) over, for every output column
+/// `i`, at least the columns `j` with `|i − j| ≤ wins[i]`: by tiles of output columns
+/// ([`tiles`]), each over the widest window of the tile; one full GEMM when tiles do not
+/// pay.
+fn windowed_gemm(e: MatRef<'_, f64>, k: MatRef<'_, f64>, wins: &[usize], mut out: MatMut<'_, f64>) {
+    let n = k.nrows();
+    let widest = wins.iter().copied().max().unwrap_or(n);
+    match tiles(n, widest) {
+        None => matmul(out, Accum::Replace, e, k, 1.0, Par::Seq),
+        Some(t) => {
+            let mut i0 = 0;
+            while i0 < n {
+                let i1 = (i0 + t).min(n);
+                let band = wins[i0..i1].iter().copied().max().unwrap_or(n);
+                let (j0, j1) = (i0.saturating_sub(band), (i1 + band).min(n));
+                matmul(
+                    out.as_mut().subcols_mut(i0, i1 - i0),
+                    Accum::Replace,
+                    e.subcols(j0, j1 - j0),
+                    k.submatrix(j0, i0, j1 - j0, i1 - i0),
+                    1.0,
+                    Par::Seq,
+                );
+                i0 = i1;
+            }
+        }
+    }
+}
+
+/// `e[k] = v[k] − shift[k]` in `f64`, vectorized.
+fn widened_args<T: Real>(e: &mut [f64], v: &[T], shift: &[f64]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for ((ek, &vk), &sk) in e.iter_mut().zip(v).zip(shift) {
+                *ek = vk.to_f64_() - sk;
+            }
+        },
+    )
+}
+
+/// `e[k] = 0` where `e[k] <` [`GEMM_FLUSH`], vectorized (NaN is kept).
+fn flush_small(e: &mut [f64]) {
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for ek in e.iter_mut() {
+                *ek = if *ek < GEMM_FLUSH { 0.0 } else { *ek };
+            }
+        },
+    )
+}
+
+/// `out[k] = shift[k] + ln(sum[k])` rounded to `T`, or `-∞` where the lane maximum
+/// `vmax[k]` is `-∞`, vectorized: the last step of [`rows_log_gemm`]. Returns how many
+/// lanes need the fallback ([`needs_fallback`]).
+fn shift_ln_widened<T: Real>(
+    vmax: &[T],
+    shift: &[f64],
+    sum: &[f64],
+    out: &mut [T],
+    theta: f64,
+) -> u32 {
+    // Two loops: the count's mixed-width reduction would keep the logarithms scalar.
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            for (((o, &vm), &sh), &sk) in out.iter_mut().zip(vmax).zip(shift).zip(sum) {
+                let l = T::of(sh + crate::kernel::lse::ln_lane(sk));
+                *o = if vm == T::neg_infinity() { vm } else { l };
+            }
+        },
+    );
+    vmax.iter()
+        .zip(sum)
+        .map(|(&vm, &sk)| u32::from(needs_fallback(vm, sk, theta)))
+        .sum()
+}
+
+/// `m[k] = max(m[k], v[k] − c)`, vectorized. Written as a compare-and-select, which
+/// compiles to one `vmaxpd`, not `f64::max` (whose NaN rule costs a compare, a blend and
+/// an unordered test per lane): the same result here, because `m` starts at `-∞` and a
+/// NaN `v[k] − c` fails the comparison, so `m` never holds a NaN.
 fn max_shifted<T: Real>(m: &mut [T], v: &[T], c: T) {
     crate::kernel::lse::vectorized(
         #[inline(always)]
         || {
             for (mk, &vk) in m.iter_mut().zip(v) {
-                *mk = mk.max(vk - c);
+                let x = vk - c;
+                *mk = if x > *mk { x } else { *mk };
             }
         },
     )
@@ -853,17 +1438,43 @@ fn mask_zero_sign<T: Real>(v: &mut [T], sign: &[T]) {
 
 /// `max_k (vmax[k] − m[k])`, the largest gap between a lane's maximum and the maximum
 /// within the band: `+∞` when a lane has values but none in the band, lanes without any
-/// value (all `-∞`) ignored.
+/// value (all `-∞`) ignored, a NaN gap (`+∞ − (+∞)`) ignored. Branch-free over lanes
+/// (selects into a few accumulators), so that it vectorizes.
 fn widest_gap<T: Real>(vmax: &[T], m: &[T]) -> T {
-    vmax.iter().zip(m).fold(T::neg_infinity(), |g, (&v, &mk)| {
-        if v == T::neg_infinity() {
-            g
-        } else if mk == T::neg_infinity() {
+    const W: usize = 8;
+    let ninf = T::neg_infinity();
+    let mut acc = [ninf; W];
+    #[inline(always)]
+    fn gap<T: Real>(v: T, mk: T) -> T {
+        let g = if mk == T::neg_infinity() {
             T::infinity()
         } else {
-            g.max(v - mk)
+            v - mk
+        };
+        if v == T::neg_infinity() {
+            v
+        } else {
+            g
         }
-    })
+    }
+    crate::kernel::lse::vectorized(
+        #[inline(always)]
+        || {
+            let (vc, mc) = (vmax.chunks_exact(W), m.chunks_exact(W));
+            let (vr, mr) = (vc.remainder(), mc.remainder());
+            for (v, mk) in vc.zip(mc) {
+                for k in 0..W {
+                    let g = gap(v[k], mk[k]);
+                    acc[k] = if g > acc[k] { g } else { acc[k] };
+                }
+            }
+            for (&v, &mk) in vr.iter().zip(mr) {
+                let g = gap(v, mk);
+                acc[0] = if g > acc[0] { g } else { acc[0] };
+            }
+        },
+    );
+    acc.iter().fold(ninf, |a, &b| if b > a { b } else { a })
 }
 
 impl<T: Real> Kernel<T> for GridKernel<T> {
@@ -914,7 +1525,15 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
                 (out.as_mut_slice(), out_sign.as_mut_slice()),
                 |(s, ss), (d, sd)| {
                     let signs = Signs { src: ss, dst: sd };
-                    axis_log(ax.c1g, None, s, d, Some(signs), ax.n, inner)
+                    axis_log(
+                        ax.c1g,
+                        LogPath::Windowed(None),
+                        s,
+                        d,
+                        Some(signs),
+                        ax.n,
+                        inner,
+                    )
                 },
             );
             if a + 1 < self.axes.len() {
