@@ -95,10 +95,12 @@ pub enum Precision {
     F64,
     /// `f32` throughout (`--f32`).
     F32,
-    /// `f32` for the first `f32_iters` L-BFGS iterations, then `f64` from the atoms and
-    /// weights reached (`--mixed`, `--f32-iters K`, default 100). Near convergence the
-    /// `f32` objective and gradient are too coarse for the line searches, which then spend
-    /// tens of evaluations per iteration; the `f64` stage starts a fresh L-BFGS there.
+    /// `f32` until an iteration stalls (more than 4 evaluations for a relative decrease
+    /// below 10⁻⁴) or for at most `f32_iters` iterations (`--mixed`, `--f32-iters K`,
+    /// default the whole budget), then `f64` from the atoms and weights reached. Near
+    /// convergence the `f32` objective and gradient are too coarse for the line searches,
+    /// which then spend tens of evaluations per iteration; the `f64` stage starts a fresh
+    /// L-BFGS there.
     Mixed {
         /// Iterations done in `f32`.
         f32_iters: u64,
@@ -118,6 +120,8 @@ pub struct Options {
     /// L-BFGS's first step `1` instead of `1/‖∇G‖` (`--unit-first-step`, for comparison;
     /// see `LbfgsConfig::scale_first_step`).
     pub unit_first_step: bool,
+    /// The weight scale ζ instead of the paper's `N/(100 M)` (`--zeta`).
+    pub zeta: Option<f64>,
 }
 
 /// Frame `k` of the synthetic sequence, `h × w`, row-major, summing to 1.
@@ -170,6 +174,25 @@ struct ProgressLine {
     /// Iterations and evaluations of the earlier stages of a mixed-precision fit.
     done: (u64, usize),
     precision: &'static str,
+    /// Stop at the first stalled iteration ([`stalled`]): the `f32` stage of `--mixed`.
+    stop_on_stall: bool,
+    /// (evaluations, loss) at the previous iteration.
+    last: Option<(usize, f64)>,
+}
+
+/// Evaluations above which an iteration counts as a stall if it also lowered the loss by
+/// less than [`STALL_DECREASE`] of its value. More-Thuente accepts L-BFGS's unit step at
+/// the first evaluation on most iterations (1-3 evaluations); in the flat `f32` tail of the
+/// cardiac fit the line searches took 10-25 evaluations per iteration for relative
+/// decreases of 10⁻⁵ (`docs/benchmarks.md`), while the costly early iterations (up to 8
+/// evaluations) lower the loss by 10⁻³ and more.
+const STALL_EVALUATIONS: usize = 4;
+/// See [`STALL_EVALUATIONS`].
+const STALL_DECREASE: f64 = 1e-4;
+
+/// Whether an iteration that took `evals` evaluations from `prev` to `loss` is a stall.
+pub fn stalled(evals: usize, prev: f64, loss: f64) -> bool {
+    evals > STALL_EVALUATIONS && prev - loss < STALL_DECREASE * prev
 }
 
 impl Observer for ProgressLine {
@@ -188,7 +211,22 @@ impl Observer for ProgressLine {
                 peak_mib()
             );
         }
-        Control::Continue
+        let last = self.last.replace((it.evaluations, it.loss));
+        match last {
+            Some((e, prev)) if self.stop_on_stall && stalled(it.evaluations - e, prev, it.loss) => {
+                if !self.quiet {
+                    eprintln!(
+                        "  it {iteration:>4}: {} evaluations for a relative decrease of {:.1e}: \
+                         the {} objective is flat to its rounding, switching",
+                        it.evaluations - e,
+                        (prev - it.loss) / prev,
+                        self.precision
+                    );
+                }
+                Control::Stop
+            }
+            _ => Control::Continue,
+        }
     }
 }
 
@@ -321,7 +359,7 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
     let (h, w) = if settings.quick { (34, 30) } else { (272, 240) };
     let iters = opts.iters.unwrap_or(if settings.quick { 3 } else { 200 });
     let n = h * w;
-    let zeta = n as f64 / (100.0 * FRAMES as f64);
+    let zeta = opts.zeta.unwrap_or(n as f64 / (100.0 * FRAMES as f64));
     let mut cfg = WdlConfig::new(ATOMS)
         .barycenter(BarycenterConfig::iterations(25))
         .loss(Loss::Quadratic)
@@ -335,8 +373,15 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
     cfg.lbfgs.scale_first_step = !opts.unit_first_step;
     println!(
         "cardiac_scale: {FRAMES} frames {h}x{w}, S = {ATOMS}, L = 25, γ = 2 px², ζ = {zeta:.3}, \
-         {iters} L-BFGS iterations, {:?}, {} thread(s) per kernel application",
-        opts.precision,
+         {iters} L-BFGS iterations, {}, {} thread(s) per kernel application",
+        match opts.precision {
+            Precision::F64 => "f64".to_string(),
+            Precision::F32 => "f32".to_string(),
+            Precision::Mixed { f32_iters } if f32_iters >= iters =>
+                "f32 until its line searches stall, then f64".to_string(),
+            Precision::Mixed { f32_iters } =>
+                format!("f32 until its line searches stall or for {f32_iters} iterations, then f64"),
+        },
         opts.threads.max(1),
     );
     let t0 = Instant::now();
@@ -347,18 +392,22 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
         start: t0,
         done: (0, 0),
         precision: "",
+        stop_on_stall: false,
+        last: None,
     };
     let size = (h, w);
     let learned = match opts.precision {
         Precision::F64 => stage::<f64>(size, opts.threads, &cfg, &mut obs)?,
         Precision::F32 => stage::<f32>(size, opts.threads, &cfg, &mut obs)?,
         Precision::Mixed { f32_iters } => {
+            obs.stop_on_stall = true;
             let first = stage::<f32>(
                 size,
                 opts.threads,
                 &cfg.clone().max_iter(f32_iters.min(iters)),
                 &mut obs,
             )?;
+            (obs.stop_on_stall, obs.last) = (false, None);
             let rest = iters - first.iterations;
             if rest == 0 {
                 first
@@ -468,6 +517,7 @@ pub fn run(settings: &Settings) -> Result<CardiacMetrics> {
             iters: None,
             threads: 1,
             unit_first_step: false,
+            zeta: None,
         },
     )
 }
@@ -480,12 +530,12 @@ struct Cli {
     /// The fit in `f32` throughout.
     #[arg(long, conflicts_with = "mixed")]
     f32: bool,
-    /// `f32` for the first `--f32-iters` iterations, then `f64`.
+    /// `f32` until its line searches stall (or for `--f32-iters`), then `f64`.
     #[arg(long)]
     mixed: bool,
-    /// Iterations done in `f32` by `--mixed`.
-    #[arg(long, default_value_t = 100)]
-    f32_iters: u64,
+    /// Most iterations done in `f32` by `--mixed` (default: all of them).
+    #[arg(long)]
+    f32_iters: Option<u64>,
     /// L-BFGS iterations (default 200, 3 with `--quick`).
     #[arg(long)]
     iters: Option<u64>,
@@ -495,6 +545,9 @@ struct Cli {
     /// L-BFGS's first step `1` instead of `1/‖∇G‖`.
     #[arg(long)]
     unit_first_step: bool,
+    /// The weight scale ζ (default the paper's `N/(100 M)`).
+    #[arg(long)]
+    zeta: Option<f64>,
 }
 
 #[allow(dead_code)]
@@ -511,7 +564,7 @@ fn main() -> std::process::ExitCode {
     let precision = match (cli.f32, cli.mixed) {
         (true, _) => Precision::F32,
         (false, true) => Precision::Mixed {
-            f32_iters: cli.f32_iters,
+            f32_iters: cli.f32_iters.unwrap_or(u64::MAX),
         },
         (false, false) => Precision::F64,
     };
@@ -522,6 +575,7 @@ fn main() -> std::process::ExitCode {
             iters: cli.iters,
             threads: cli.threads,
             unit_first_step: cli.unit_first_step,
+            zeta: cli.zeta,
         },
     ) {
         Ok(m) => {
