@@ -797,6 +797,33 @@ fn transpose<T: Real>(a: &[T], rows: usize, cols: usize, out: &mut [T]) {
     }
 }
 
+/// What both shifted-GEMM paths ([`rows_log_gemm`], [`lines_log_gemm`]) derive from the
+/// axis: the narrowest window, the windowed path's exponents `c1g δ²` (exactly, for the
+/// windows and the fallback), the trust threshold `θ` and whether the GEMM runs by tiles.
+struct GemmSetup<T> {
+    w0: usize,
+    cost: Vec<T>,
+    theta: f64,
+    tiled: bool,
+}
+
+impl<T: Real> GemmSetup<T> {
+    fn new(c1g: T, n: usize) -> Self {
+        let w0 = min_window(c1g, n);
+        GemmSetup {
+            w0,
+            cost: (0..n)
+                .map(|k| {
+                    let dd = T::of(k as f64);
+                    c1g * dd * dd
+                })
+                .collect(),
+            theta: 4.0 * n as f64 * GEMM_FLUSH / T::epsilon().to_f64_(),
+            tiled: tiles(n, w0).is_some(),
+        }
+    }
+}
+
 /// Algorithm 3 along the rows of `s` (`n` rows of `inner` independent lanes):
 /// `d[i, k] = log Σ_j exp(s[j, k] − c1g (i − j)²)`, max-shifted per lane, summed over the
 /// adaptive window of [`window`] (the widest any lane of the chunk needs, measured from
@@ -958,17 +985,13 @@ fn rows_log_gemm<T: Real>(
     n: usize,
     inner: usize,
 ) -> LogStats {
-    let w0 = min_window(c1g, n);
+    let GemmSetup {
+        w0,
+        cost,
+        theta,
+        tiled,
+    } = GemmSetup::new(c1g, n);
     let ninf = T::neg_infinity();
-    // Exactly the windowed path's exponents (for the windows and the fallback).
-    let cost: Vec<T> = (0..n)
-        .map(|k| {
-            let dd = T::of(k as f64);
-            c1g * dd * dd
-        })
-        .collect();
-    let theta = 4.0 * n as f64 * GEMM_FLUSH / T::epsilon().to_f64_();
-    let tiled = tiles(n, w0).is_some();
     let mut st = LogStats::default();
     let width = inner.min(LANE_CHUNK);
     let (mut vmax, mut mrow) = (vec![ninf; width], vec![ninf; width]);
@@ -1071,16 +1094,13 @@ fn lines_log_gemm<T: Real>(
     n: usize,
     lines: usize,
 ) -> LogStats {
-    let w0 = min_window(c1g, n);
+    let GemmSetup {
+        w0,
+        cost,
+        theta,
+        tiled,
+    } = GemmSetup::new(c1g, n);
     let ninf = T::neg_infinity();
-    let cost: Vec<T> = (0..n)
-        .map(|k| {
-            let dd = T::of(k as f64);
-            c1g * dd * dd
-        })
-        .collect();
-    let theta = 4.0 * n as f64 * GEMM_FLUSH / T::epsilon().to_f64_();
-    let tiled = tiles(n, w0).is_some();
     let mut st = LogStats::default();
     let width = lines.min(LANE_CHUNK);
     let mut vmax = vec![ninf; width];
