@@ -82,16 +82,5 @@ pub fn run(settings: &Settings) -> Result<DigitsMetrics> {
 
 #[allow(dead_code)]
 fn main() -> std::process::ExitCode {
-    let (settings, args) = realdata::Cli::settings("digits");
-    match run_with(&settings, &args) {
-        Ok(m) => {
-            println!("figures in {}", settings.out_dir.display());
-            println!("{}", m.result_line());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("digits: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    realdata::main_with("digits", run_with, DigitsMetrics::result_line)
 }

@@ -100,16 +100,5 @@ pub fn run(settings: &Settings) -> Result<FacesMetrics> {
 
 #[allow(dead_code)]
 fn main() -> std::process::ExitCode {
-    let (settings, args) = realdata::Cli::settings("faces");
-    match run_with(&settings, &args) {
-        Ok(m) => {
-            println!("figures in {}", settings.out_dir.display());
-            println!("{}", m.result_line());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("faces: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    realdata::main_with("faces", run_with, FacesMetrics::result_line)
 }

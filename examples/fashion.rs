@@ -103,16 +103,5 @@ pub fn run(settings: &Settings) -> Result<FashionMetrics> {
 
 #[allow(dead_code)]
 fn main() -> std::process::ExitCode {
-    let (settings, args) = realdata::Cli::settings("fashion");
-    match run_with(&settings, &args) {
-        Ok(m) => {
-            println!("figures in {}", settings.out_dir.display());
-            println!("{}", m.result_line());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("fashion: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    realdata::main_with("fashion", run_with, FashionMetrics::result_line)
 }

@@ -147,7 +147,18 @@ pub fn main_with<M>(
     line: impl FnOnce(&M) -> String,
 ) -> std::process::ExitCode {
     let settings = Settings::from_args(name);
-    match run(&settings) {
+    report(name, &settings, run(&settings), line)
+}
+
+/// Prints the output folder and the result line of `result`, or its error on stderr
+/// with exit code 1: how every example ends.
+pub fn report<M>(
+    name: &str,
+    settings: &Settings,
+    result: wassdl::Result<M>,
+    line: impl FnOnce(&M) -> String,
+) -> std::process::ExitCode {
+    match result {
         Ok(m) => {
             println!("figures in {}", settings.out_dir.display());
             println!("{}", line(&m));

@@ -102,6 +102,17 @@ impl Cli {
     }
 }
 
+/// The `main` of a real-data example: parses [`Cli`], runs `run` and reports its result
+/// line (see [`super::common::report`]).
+pub fn main_with<M>(
+    name: &str,
+    run: impl FnOnce(&Settings, &WdlArgs) -> Result<M>,
+    line: impl FnOnce(&M) -> String,
+) -> std::process::ExitCode {
+    let (settings, args) = Cli::settings(name);
+    super::common::report(name, &settings, run(&settings, &args), line)
+}
+
 /// One WDL setting, after the example's defaults and the command line.
 #[derive(Clone, Debug)]
 pub struct Setup {
