@@ -540,9 +540,22 @@ impl<'k, T: Real> Tape<'k, T> {
             }
             Op::Pow(a, c) => {
                 if need(a) {
+                    // c y / base rather than c base^{c-1}, which overflows for a base near
+                    // the bottom of the range where y is finite (see `HeavyBall`); at a
+                    // zero base the power form gives the limit (0, or ∞ for c < 1).
                     let av = self.val(a);
-                    let d = zip_map(gi, av, |x, base| x * c * base.powf(c - T::one()));
-                    self.add_into(&mut g[a], d);
+                    accumulate!(
+                        self,
+                        &mut g[a],
+                        gi,
+                        av,
+                        y,
+                        |x, base, yv| if base == T::zero() {
+                            x * c * base.powf(c - T::one())
+                        } else {
+                            x * (c * (yv / base))
+                        }
+                    );
                 }
             }
             Op::Exp(a) => {
@@ -581,14 +594,17 @@ impl<'k, T: Real> Tape<'k, T> {
                 }
             }
             Op::HeavyBall(p, n, tau, log) => {
-                // y = p^τ n^{1-τ}: ∂y/∂p = τ p^{τ-1} n^{1-τ}, ∂y/∂n = (1-τ) p^τ n^{-τ};
-                // on logarithms y = τ p + (1-τ) n. Where `new` is zero (`-∞`) the forward
-                // pinned y to zero (`-∞`, see `ops::heavy_ball_entry`) and the gradient is
-                // 0 to both inputs. That is the exact derivative of the scaling form for
-                // p > 0 (the exponent 1 - τ > 1 makes n^{1-τ} flat at 0) and of the pinned
-                // value; using the formulas there would give ∞ · 0 = NaN.
+                // y = p^τ n^{1-τ}: ∂y/∂p = τ y / p, ∂y/∂n = (1-τ) y / n; on logarithms
+                // y = τ p + (1-τ) n. The quotients of the (finite) forward value are used
+                // instead of the textbook `τ p^{τ-1} n^{1-τ}`: at a scaling near the
+                // bottom of the range (p ≈ 1e-281 in a PSF fit) `p^{τ-1}` overflows and
+                // `∞ · n^{1-τ}` made every gradient NaN while the loss was finite.
+                // Where `new` is zero (`-∞`) the forward pinned y to zero (`-∞`, see
+                // `ops::heavy_ball_entry`) and the gradient is 0 to both inputs. That is
+                // the exact derivative of the scaling form for p > 0 (the exponent 1 - τ > 1
+                // makes n^{1-τ} flat at 0) and of the pinned value; using the formulas
+                // there would give 0 / 0 = NaN.
                 let (pv, nv) = (self.val(p), self.val(n));
-                let one = T::one();
                 let zero_at = |nk: T| {
                     if log {
                         nk == T::neg_infinity()
@@ -596,32 +612,30 @@ impl<'k, T: Real> Tape<'k, T> {
                         nk == T::zero()
                     }
                 };
-                if need(p) {
-                    let mut gp = self.fresh(pv.rows(), pv.cols());
-                    let it = gi.as_slice().iter().zip(pv.as_slice()).zip(nv.as_slice());
-                    for (o, ((&gk, &pk), &nk)) in gp.as_mut_slice().iter_mut().zip(it) {
+                // The gradient to input `x` (`p` or `n`) whose partial derivative is `c y / x`.
+                let grad_to = |x: &Batch<T>, c: T| {
+                    let mut gx = self.fresh(x.rows(), x.cols());
+                    let ins = x.as_slice().iter().zip(nv.as_slice());
+                    let outs = gi.as_slice().iter().zip(y.as_slice());
+                    for (o, ((&xk, &nk), (&gk, &yk))) in
+                        gx.as_mut_slice().iter_mut().zip(ins.zip(outs))
+                    {
                         *o = if zero_at(nk) {
                             T::zero()
                         } else if log {
-                            tau * gk
+                            c * gk
                         } else {
-                            gk * nk.powf(one - tau) * tau * pk.powf(tau - one)
+                            gk * (c * (yk / xk))
                         };
                     }
+                    gx
+                };
+                let gp = need(p).then(|| grad_to(pv, tau));
+                let gn = need(n).then(|| grad_to(nv, T::one() - tau));
+                if let Some(gp) = gp {
                     self.add_into(&mut g[p], gp);
                 }
-                if need(n) {
-                    let mut gn = self.fresh(nv.rows(), nv.cols());
-                    let it = gi.as_slice().iter().zip(pv.as_slice()).zip(nv.as_slice());
-                    for (o, ((&gk, &pk), &nk)) in gn.as_mut_slice().iter_mut().zip(it) {
-                        *o = if zero_at(nk) {
-                            T::zero()
-                        } else if log {
-                            (one - tau) * gk
-                        } else {
-                            gk * pk.powf(tau) * (one - tau) * nk.powf(-tau)
-                        };
-                    }
+                if let Some(gn) = gn {
                     self.add_into(&mut g[n], gn);
                 }
             }

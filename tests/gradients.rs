@@ -667,3 +667,85 @@ fn f32_reductions_do_not_drift_with_size() {
     let rel = (p.sum() as f64 - exact_mass).abs() / exact_mass;
     assert!(rel <= f32::EPSILON as f64 / 2.0, "f32 mass off by {rel:e}");
 }
+
+/// Heavy ball (Algorithm 5) with scalings near the bottom of the `f64` range, as late in
+/// the `psf_chromatic` fit: a narrow kernel (γ = 0.5 px²) between two bumps with 10⁻⁷
+/// tails and a barycenter weight of 5·10⁻⁸ on one of them. The scalings there reach
+/// ~10⁻²⁸⁰; the textbook derivative `τ p^{τ-1} n^{1-τ}` of `p^τ n^{1-τ}` overflowed
+/// (`p^{-1.1} = ∞`) and made the whole gradient NaN with a finite loss. The tape must stay
+/// finite and match central differences along random directions (step 10⁻⁶ of
+/// parameters of order 1: truncation ~10⁻¹² and rounding ~10⁻¹⁰ relative at this loss;
+/// the 10⁻⁶ budget is the one of `fd_check`).
+#[test]
+fn tape_heavy_ball_near_underflow_matches_fd() {
+    let n = 40;
+    let grid = Grid::new(&[n]).unwrap().with_units(GridUnits::Pixel);
+    let k = GridKernel::<f64>::new(&grid, 0.5).unwrap();
+    let bump = |c: f64, w: f64| -> Vec<f64> {
+        let v: Vec<f64> = (0..n)
+            .map(|i| (-((i as f64 - c) / w).powi(2)).exp() + 1.5e-4)
+            .collect();
+        let t: f64 = v.iter().sum();
+        v.into_iter().map(|x| x / t).collect()
+    };
+    let mut d = bump(13.0, 2.0);
+    d.extend(bump(26.0, 4.0));
+    let atoms = Batch::from_vec(n, 2, d);
+    let lam = Batch::from_vec(2, 2, vec![5e-8, 1.0 - 5e-8, 0.5, 0.5]);
+    let x = Batch::from_fn(n, 2, |i, j| {
+        let v = bump(20.0 + 4.0 * j as f64, 3.0);
+        v[i]
+    });
+    let cfg = BarycenterConfig::iterations(120).tau(-0.1);
+    let g = loss_and_grad(
+        &k,
+        &atoms,
+        &lam,
+        &x,
+        &Loss::Quadratic,
+        &cfg,
+        None,
+        &GradConfig::default(),
+    )
+    .unwrap();
+    let (ga, gw) = (g.grad_atoms.as_slice(), g.grad_weights.as_slice());
+    assert!(
+        ga.iter().chain(gw).all(|v| v.is_finite()),
+        "non-finite gradient with a finite loss {:e}",
+        g.loss
+    );
+    let f = |d: &Batch<f64>, l: &Batch<f64>| {
+        let p = barycenters(&k, d, l, &cfg, None).unwrap().p;
+        Loss::Quadratic.value_and_grad(&p, &x, &k).unwrap().0
+    };
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let h = 1e-6;
+    for _ in 0..3 {
+        // Relative perturbations of the atoms (they keep the tails positive), and
+        // perturbations of the weights small enough to keep 5·10⁻⁸ positive.
+        let da = Batch::from_fn(n, 2, |i, s| atoms.get(i, s) * rng.random_range(-1.0..1.0));
+        let dw = Batch::from_fn(2, 2, |_, _| rng.random_range(-1.0..1.0) * 1e-8);
+        let at = |t: f64| {
+            (
+                Batch::from_fn(n, 2, |i, s| atoms.get(i, s) + t * da.get(i, s)),
+                Batch::from_fn(2, 2, |i, j| lam.get(i, j) + t * dw.get(i, j)),
+            )
+        };
+        let ((ap, lp), (am, lm)) = (at(h), at(-h));
+        let fd = (f(&ap, &lp) - f(&am, &lm)) / (2.0 * h);
+        let ad: f64 = ga
+            .iter()
+            .zip(da.as_slice())
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            + gw.iter()
+                .zip(dw.as_slice())
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+        assert!(
+            (fd - ad).abs() <= 1e-6 * fd.abs().max(ad.abs()),
+            "fd {fd:e} tape {ad:e}"
+        );
+    }
+}
