@@ -347,7 +347,7 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
 
 /// `prev^τ · new^{1-τ}` (Algorithm 5, eq. 25-26); exactly `new` when τ = 0. A zero of
 /// `new` (an empty atom bin) stays zero instead of `0^τ · 0 = ∞ · 0 = NaN`: see
-/// [`crate::ops::heavy_ball_entry`], shared by the eager and the taped backends.
+/// [`crate::ops::heavy_ball_into`], shared by the eager and the taped backends.
 fn mix<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
     if tau == T::zero() {
         return new.clone();

@@ -600,7 +600,7 @@ impl<'k, T: Real> Tape<'k, T> {
                 // bottom of the range (p ≈ 1e-281 in a PSF fit) `p^{τ-1}` overflows and
                 // `∞ · n^{1-τ}` made every gradient NaN while the loss was finite.
                 // Where `new` is zero (`-∞`) the forward pinned y to zero (`-∞`, see
-                // `ops::heavy_ball_entry`) and the gradient is 0 to both inputs. That is
+                // `ops::heavy_ball_into`) and the gradient is 0 to both inputs. That is
                 // the exact derivative of the scaling form for p > 0 (the exponent 1 - τ > 1
                 // makes n^{1-τ} flat at 0) and of the pinned value; using the formulas
                 // there would give 0 / 0 = NaN.
