@@ -14,14 +14,13 @@
 //! in the paper; we run 200. The score is the paper's: the normalized MSE
 //! `‖x - x̂‖² / ‖x‖²` averaged over the dataset (paper: WDL 1.71e-3, NMF 2.62e-3).
 //!
-//! Outcome here (full run, 2026-11-22): not reproduced. WDL 1.32e-3, NMF 1.29e-3, PCA
-//! 1.37e-4: our WDL error is of the paper's size, but NMF (NNDSVDa, 20 000 multiplicative
-//! updates) does better on these PSFs than the paper's NMF did on Euclid's, and PCA beats
-//! both (a pure dilation is nearly linear at this resolution). The fit runs its 200
-//! iterations (544 s, 256 evaluations): a More-Thuente trial step that overflows the
-//! scaling-domain barycenter at γ = 0.5 px² is retried with a shorter step (before the
-//! retries existed, the fit stopped there after 129 iterations at WDL 1.46e-3). The
-//! learned red-end weight rises with the wavelength for 93% of the steps.
+//! Outcome here (full run, 2026-12-06, docs/benchmarks.md "`psf_chromatic`, fourth
+//! sitting"): 200 L-BFGS iterations in 83 s, 229 evaluations, WDL 1.22e-3, NMF 1.29e-3,
+//! PCA 1.37e-4. Our WDL error is below NMF's, as in the paper, and of the size of the
+//! paper's (1.71e-3); PCA beats both (a pure dilation is nearly linear at this resolution). NMF
+//! (NNDSVDa, 20 000 multiplicative updates) does better on these PSFs than the paper's NMF
+//! did on Euclid's. The learned red-end weight rises with the wavelength for 13 of the 14
+//! steps.
 //!
 //! Run: `cargo run --release --example psf_chromatic [-- --quick]`.
 
