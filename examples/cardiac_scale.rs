@@ -35,7 +35,8 @@
 //! (the 4 vertices of the simplex at the corners of a square).
 //!
 //! Run: `cargo run --release -p wassdl-cli --example cardiac_scale -- [--f32 | --mixed
-//! [--f32-iters K]] [--iters N] [--threads N] [--unit-first-step] [--quick]`.
+//! [--f32-iters K]] [--iters N] [--threads N] [--unit-first-step] [--zeta Z] [--seed S]
+//! [--cyclic-init] [--downsample K] [--quick]`.
 
 #[path = "common/mod.rs"]
 pub mod common;
@@ -123,6 +124,46 @@ pub struct Options {
     pub unit_first_step: bool,
     /// The weight scale ζ instead of the paper's `N/(100 M)` (`--zeta`).
     pub zeta: Option<f64>,
+    /// Seed of the random weights (`--seed`, default 10).
+    pub seed: Option<u64>,
+    /// Weights initialized on the cycle ([`cyclic_weights`], `--cyclic-init`) instead of
+    /// at random (the paper's setting).
+    pub cyclic_init: bool,
+    /// Frames of `272/k × 240/k` pixels (`--downsample k`; `--quick` is 8).
+    pub downsample: Option<usize>,
+}
+
+impl Default for Options {
+    /// The paper's settings in `f64` on one thread per kernel application.
+    fn default() -> Self {
+        Options {
+            precision: Precision::F64,
+            iters: None,
+            threads: 1,
+            unit_first_step: false,
+            zeta: None,
+            seed: None,
+            cyclic_init: false,
+            downsample: None,
+        }
+    }
+}
+
+/// Weights that go once around the cycle: frame `k` (phase `θ = 2πk/13`) puts
+/// `max(0, cos(θ − sπ/2)) + 0.05` on atom `s`, normalized (`S × M`, column-major). An
+/// initialization for the experiment of docs/benchmarks.md ("Figure 10: local minima"),
+/// not the paper's.
+pub fn cyclic_weights() -> Vec<f64> {
+    (0..FRAMES)
+        .flat_map(|k| {
+            let th = 2.0 * std::f64::consts::PI * k as f64 / FRAMES as f64;
+            let v: Vec<f64> = (0..ATOMS)
+                .map(|s| (th - s as f64 * std::f64::consts::FRAC_PI_2).cos().max(0.0) + 0.05)
+                .collect();
+            let t: f64 = v.iter().sum();
+            v.into_iter().map(move |x| x / t)
+        })
+        .collect()
 }
 
 /// Frame `k` of the synthetic sequence, `h × w`, row-major, summing to 1.
@@ -357,7 +398,11 @@ fn stage<T: Real>(
 
 /// Runs the experiment in the precision `opts` asks for and writes its figures.
 pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
-    let (h, w) = if settings.quick { (34, 30) } else { (272, 240) };
+    let k = opts
+        .downsample
+        .unwrap_or(if settings.quick { 8 } else { 1 })
+        .max(1);
+    let (h, w) = (272 / k, 240 / k);
     let iters = opts.iters.unwrap_or(if settings.quick { 3 } else { 200 });
     let n = h * w;
     let zeta = opts.zeta.unwrap_or(n as f64 / (100.0 * FRAMES as f64));
@@ -366,8 +411,12 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
         .loss(Loss::Quadratic)
         .zeta(zeta)
         .atom_init(AtomInit::Constant)
-        .weight_init(WeightInit::Random)
-        .seed(10)
+        .weight_init(if opts.cyclic_init {
+            WeightInit::Given(cyclic_weights())
+        } else {
+            WeightInit::Random
+        })
+        .seed(opts.seed.unwrap_or(10))
         .max_iter(iters);
     // At ζ = N/(100 M) the initial gradient norm is about 1e-6: a first step of 1 would
     // make the first line search extrapolate over tens of evaluations.
@@ -511,16 +560,7 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
 
 /// [`run_with`] in `f64` with the default iteration count.
 pub fn run(settings: &Settings) -> Result<CardiacMetrics> {
-    run_with(
-        settings,
-        &Options {
-            precision: Precision::F64,
-            iters: None,
-            threads: 1,
-            unit_first_step: false,
-            zeta: None,
-        },
-    )
+    run_with(settings, &Options::default())
 }
 
 /// The example's command line: the common options and its own.
@@ -549,6 +589,15 @@ struct Cli {
     /// The weight scale ζ (default the paper's `N/(100 M)`).
     #[arg(long)]
     zeta: Option<f64>,
+    /// Seed of the random weights (default 10).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Weights initialized on the cycle instead of at random.
+    #[arg(long)]
+    cyclic_init: bool,
+    /// Frames of 272/k × 240/k pixels (`--quick`: 8).
+    #[arg(long)]
+    downsample: Option<usize>,
 }
 
 #[allow(dead_code)]
@@ -577,6 +626,9 @@ fn main() -> std::process::ExitCode {
             threads: cli.threads,
             unit_first_step: cli.unit_first_step,
             zeta: cli.zeta,
+            seed: cli.seed,
+            cyclic_init: cli.cyclic_init,
+            downsample: cli.downsample,
         },
     ) {
         Ok(m) => {

@@ -326,10 +326,7 @@ fn cardiac_scale_quick() {
         let settings = cardiac_scale::common::Settings::quick(&dir);
         let opts = cardiac_scale::Options {
             precision,
-            iters: None,
-            threads: 1,
-            unit_first_step: false,
-            zeta: None,
+            ..Default::default()
         };
         let m = cardiac_scale::run_with(&settings, &opts).unwrap();
         let v = check_result_line(
@@ -376,6 +373,22 @@ fn cardiac_stall_rule() {
 /// The synthetic sequence is periodic: the frame after the last is the first, every frame
 /// is a histogram, and a regular 13-gon encloses 13.4 squared sides (the `loop_area`
 /// scale).
+/// The `--cyclic-init` weights are in the simplex, positive (a softmax cannot start at 0),
+/// and go around the square of the projected path once: an enclosed area of several
+/// squared mean steps, where a back-and-forth path has 0.
+#[test]
+fn cardiac_cyclic_weights_go_around() {
+    let w = cardiac_scale::cyclic_weights();
+    assert_eq!(w.len(), 4 * 13);
+    for col in w.chunks(4) {
+        assert!((col.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(col.iter().all(|&v| v > 0.0));
+    }
+    let b = wassdl::Batch::from_vec(4, 13, w);
+    let area = cardiac_scale::loop_area(&cardiac_scale::projected_path(&b));
+    assert!(area > 5.0, "enclosed area {area}");
+}
+
 #[test]
 fn cardiac_frames_are_a_cycle() {
     let (h, w) = (34, 30);
