@@ -281,15 +281,43 @@ fn dist<T: Real>(w: &Batch<T>, a: usize, b: usize) -> f64 {
 }
 
 /// The path of Figure 10: the weights of frames `0, 1, …, 12, 0` projected on the plane,
-/// the simplex's vertices at the corners of the unit square.
+/// the simplex's vertices at the corners of the unit square. The fit numbers its atoms
+/// arbitrarily: a loop through them in the order 1, 4, 2, 3 drawn with atom `s` at corner
+/// `s` crosses itself (a bow tie, whose signed areas cancel). The corners are therefore
+/// assigned in the order, of the 24, whose path encloses the largest area ([`loop_area`]).
 pub fn projected_path(w: &Batch<f64>) -> Vec<(f64, f64)> {
+    let mut best: Option<(f64, Vec<(f64, f64)>)> = None;
+    for code in 0..24 {
+        // The permutation number `code` of the 4 corners (factorial number system).
+        let mut free = vec![0usize, 1, 2, 3];
+        let mut c = code;
+        let corner_of: Vec<usize> = (1..=4)
+            .rev()
+            .map(|n| {
+                let pick = free.remove(c % n);
+                c /= n;
+                pick
+            })
+            .collect();
+        let path = path_with(w, &corner_of);
+        let area = loop_area(&path);
+        if best.as_ref().is_none_or(|(a, _)| area > *a) {
+            best = Some((area, path));
+        }
+    }
+    best.expect("24 orders").1
+}
+
+/// The path with atom `s` at corner `corner_of[s % 4]` of the unit square.
+fn path_with(w: &Batch<f64>, corner_of: &[usize]) -> Vec<(f64, f64)> {
     let corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)];
     (0..=w.cols())
         .map(|k| {
             let j = k % w.cols();
             (0..w.rows()).fold((0.0, 0.0), |(x, y), s| {
+                let (cx, cy) = corners[corner_of[s % 4]];
                 let a = w.get(s, j);
-                (x + a * corners[s % 4].0, y + a * corners[s % 4].1)
+                (x + a * cx, y + a * cy)
             })
         })
         .collect()

@@ -387,6 +387,11 @@ fn cardiac_cyclic_weights_go_around() {
     let b = wassdl::Batch::from_vec(4, 13, w);
     let area = cardiac_scale::loop_area(&cardiac_scale::projected_path(&b));
     assert!(area > 5.0, "enclosed area {area}");
+    // The same loop with the atoms numbered 1, 3, 4, 2 (a fit numbers them arbitrarily):
+    // at fixed corners its path would be a bow tie; the projection finds the loop.
+    let renumbered = wassdl::Batch::from_fn(4, 13, |s, k| b.get([0, 3, 1, 2][s], k));
+    let again = cardiac_scale::loop_area(&cardiac_scale::projected_path(&renumbered));
+    assert!((again - area).abs() < 1e-12 * area, "{again} vs {area}");
 }
 
 #[test]
