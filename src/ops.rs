@@ -53,6 +53,21 @@ pub trait Ops<'k, T: Real> {
     fn block_dot(&mut self, x: &Self::V, w: &Self::V) -> Self::V;
     /// Same shapes as [`Ops::block_dot`]: column `m` = `log Σ_s w[s, m] exp(x[:, m·S + s])`.
     fn block_lse(&mut self, x: &Self::V, w: &Self::V) -> Self::V;
+    /// The balanced barycenter and the new `b̃` of eq. 7-8 from `kta = Kᵀa`
+    /// (`N × (S·M)`) and the weights `w` (`S × M`): `p = exp(Σ_s w_s log kta_s)`
+    /// (`N × M`, [`Ops::log`], [`Ops::block_dot`], [`Ops::exp`]) and `b̃ = p / kta`
+    /// (column `m·S + s` is `p_m / kta_{m·S+s}`, [`Ops::repeat`], [`Ops::div`]). This
+    /// default composes those operations (what the tape records); a backend may fuse them
+    /// into fewer passes over memory if it computes the same bits.
+    fn geometric_step(&mut self, kta: &Self::V, w: &Self::V) -> (Self::V, Self::V) {
+        let s = self.value(w).rows();
+        let lk = self.log(kta);
+        let lp = self.block_dot(&lk, w);
+        let p = self.exp(&lp);
+        let rep = self.repeat(&p, s);
+        let bt = self.div(&rep, kta);
+        (p, bt)
+    }
 }
 
 /// Forward-only backend: values are plain [`Batch`]es, nothing is recorded.
@@ -289,10 +304,12 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
         out
     }
     fn log(&mut self, a: &Batch<T>) -> Batch<T> {
-        // The tape's `log` is the same vectorized `ln_lane` (within 1 ulp of `f64::ln`):
-        // both backends must give the same bits. The scalar library `ln` took a fifth of a
-        // 64×64 grid barycenter (P2).
-        map(a, crate::kernel::lse::ln_lane)
+        // The tape's `log` is the same `Real::ln_slice` (vectorized, within 1 ulp of
+        // `f64::ln`): both backends must give the same bits. The scalar library `ln` took
+        // a fifth of a 64×64 grid barycenter (P2).
+        let mut out = Batch::zeros(a.rows(), a.cols());
+        T::ln_slice(a.as_slice(), out.as_mut_slice());
+        out
     }
     fn heavy_ball(&mut self, prev: &Batch<T>, new: &Batch<T>, tau: T, log: bool) -> Batch<T> {
         heavy_ball(prev, new, tau, log)
@@ -309,11 +326,114 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
     fn block_lse(&mut self, x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
         block_lse(x, w)
     }
+    fn geometric_step(&mut self, kta: &Batch<T>, w: &Batch<T>) -> (Batch<T>, Batch<T>) {
+        geometric_step(kta, w)
+    }
+}
+
+/// [`Ops::geometric_step`] in two passes over `kta` instead of seven over `N × (S·M)`
+/// batches: the logarithms of a chunk of pixels stay in a stack buffer and go straight
+/// into the weighted sum, and `b̃` is divided from `p` without the repeated copy. Each
+/// entry goes through the same operations in the same order as the composed default
+/// (`ln` by [`Real::ln_slice`], the sum from zero over the atoms in order with zero
+/// weights skipped as in [`block_dot_into`], `exp` by [`Real::exp_slice`], one division),
+/// so both give the same bits.
+fn geometric_step<T: Real>(kta: &Batch<T>, w: &Batch<T>) -> (Batch<T>, Batch<T>) {
+    const CHUNK: usize = 256;
+    let (n, s, m) = (kta.rows(), w.rows(), w.cols());
+    assert_eq!(kta.cols(), s * m, "geometric_step: kta is not N × (S·M)");
+    let mut p = Batch::zeros(n, m);
+    let mut ln = [T::zero(); CHUNK];
+    for j in 0..m {
+        for i0 in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - i0);
+            let (acc, ln) = (&mut p.col_mut(j)[i0..i0 + len], &mut ln[..len]);
+            for k in 0..s {
+                let wk = w.get(k, j);
+                if wk == T::zero() {
+                    // 0 · (±∞) must not poison the sum: a zero weight drops the atom.
+                    continue;
+                }
+                T::ln_slice(&kta.col(j * s + k)[i0..i0 + len], ln);
+                crate::kernel::lse::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (a, &l) in acc.iter_mut().zip(ln.iter()) {
+                            *a += wk * l;
+                        }
+                    },
+                );
+            }
+        }
+    }
+    T::exp_slice(p.as_mut_slice());
+    let mut bt = Batch::zeros(n, s * m);
+    for (c, (bc, kc)) in bt
+        .as_mut_slice()
+        .chunks_exact_mut(n)
+        .zip(kta.as_slice().chunks_exact(n))
+        .enumerate()
+    {
+        let pc = p.col(c / s);
+        crate::kernel::lse::vectorized(
+            #[inline(always)]
+            || {
+                for ((o, &pv), &kv) in bc.iter_mut().zip(pc).zip(kc) {
+                    *o = pv / kv;
+                }
+            },
+        );
+    }
+    (p, bt)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused `geometric_step` of `Eager` gives the bits of the composed default (the
+    /// tape's) on shapes that cut the pixel chunks unevenly, with a zero weight, zero and
+    /// huge entries and several barycenters, in both precisions.
+    #[test]
+    fn fused_geometric_step_equals_the_composition() {
+        fn check<T: Real>() {
+            for (n, s, m) in [(1, 1, 1), (300, 3, 2), (613, 4, 3)] {
+                let kta = Batch::<T>::from_fn(n, s * m, |i, j| {
+                    let t = ((i * 37 + j * 11) % 101) as f64 / 101.0;
+                    match (i + 3 * j) % 17 {
+                        0 => T::zero(),
+                        1 => T::of(1e30),
+                        _ => T::of(1e-3 + 50.0 * t * t),
+                    }
+                });
+                let mut w = Batch::<T>::from_fn(s, m, |k, j| T::of((1 + k + j) as f64));
+                if s > 1 {
+                    w.set(1, m - 1, T::zero());
+                }
+                for j in 0..m {
+                    let tot: T = w.col(j).iter().copied().sum();
+                    for k in 0..s {
+                        let v = w.get(k, j) / tot;
+                        w.set(k, j, v);
+                    }
+                }
+                let mut e = Eager;
+                let (p, bt) = e.geometric_step(&kta, &w);
+                let lk = e.log(&kta);
+                let lp = e.block_dot(&lk, &w);
+                let p0 = e.exp(&lp);
+                let rep = e.repeat(&p0, s);
+                let bt0 = e.div(&rep, &kta);
+                let bits = |b: &Batch<T>| -> Vec<u64> {
+                    b.as_slice().iter().map(|x| x.to_f64_().to_bits()).collect()
+                };
+                assert_eq!(bits(&p), bits(&p0), "p, {n}x{s}x{m} {}", T::NAME);
+                assert_eq!(bits(&bt), bits(&bt0), "b, {n}x{s}x{m} {}", T::NAME);
+            }
+        }
+        check::<f64>();
+        check::<f32>();
+    }
 
     /// `block_lse` through the crate's weighted logsumexp (vectorized `exp`, f64
     /// accumulation) against the straightforward sum with the standard library: each of
