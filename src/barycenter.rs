@@ -302,21 +302,19 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
             }
             a = mix(ops, &a, at, tau);
             let kta = ops.kernel(kernel, &a, true);
-            let newp = if balanced {
-                let lk = ops.log(&kta);
-                let lp = ops.block_dot(&lk, weights);
-                ops.exp(&lp)
+            let (newp, bt) = if balanced {
+                // p = Π_s (Kᵀa_s)^{λ_s} through its logarithm (eq. 7), b = p / Kᵀa (eq. 8).
+                ops.geometric_step(&kta, weights)
             } else {
                 let c = T::one() - kap;
                 let pw = ops.powf(&kta, c);
                 let sum = ops.block_dot(&pw, weights);
-                ops.powf(&sum, T::one() / c)
+                let newp = ops.powf(&sum, T::one() / c);
+                let rep = ops.repeat(&newp, s);
+                let bt = ops.div(&rep, &kta);
+                let bt = ops.powf(&bt, kap);
+                (newp, bt)
             };
-            let rep = ops.repeat(&newp, s);
-            let mut bt = ops.div(&rep, &kta);
-            if !balanced {
-                bt = ops.powf(&bt, kap);
-            }
             b = mix(ops, &b, bt, tau);
             done = l;
             if let (Some(tol), false) = (tol, balanced) {
