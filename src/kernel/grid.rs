@@ -7,7 +7,7 @@ use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
-use crate::solver::{in_parts, in_parts2, threads, EXP_WORK};
+use crate::solver::{in_parts, in_parts2, threads, threads_above, EXP_WORK, GEMM_PAR_MIN_WORK};
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -386,7 +386,8 @@ impl<T: Real> GridKernel<T> {
             // narrowest band makes the product tiled, every band gives the same full GEMM.
             let measured = !weighted && tiles(ax.n, ax.min_band).is_some();
             let start = src.as_ptr() as usize;
-            let th = threads(self.par, src.len() * (2 * ax.band + 1).min(ax.n));
+            let work = src.len() * (2 * ax.band + 1).min(ax.n);
+            let th = threads_above(self.par, work, GEMM_PAR_MIN_WORK);
             in_parts(th, unit, src, dst, |s, d| {
                 let units = s.len() / unit;
                 if measured {
