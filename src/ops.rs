@@ -77,9 +77,43 @@ pub struct Eager;
 /// `f` applied entry by entry to two batches of the same shape, vectorized when `f`
 /// inlines (the arithmetic of every Sinkhorn step).
 pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
-    let mut out = Batch::zeros(a.rows(), a.cols());
-    zip_map_into(a, b, &mut out, f);
-    out
+    assert_eq!(a.shape(), b.shape(), "zip_map: shapes differ");
+    zip_columns_new(a.rows(), a.cols(), |c| (a.col(c), b.col(c)), f)
+}
+
+/// A new `rows × cols` batch whose column `c` is `f` applied entry by entry to the two
+/// columns `cols_of(c)` returns, written once: the storage is not filled with zeros first,
+/// which saved a pass over memory per elementwise result (a few percent of a 256×256
+/// grid barycenter, P2). Vectorized when `f` inlines.
+pub(crate) fn zip_columns_new<'a, T: Real>(
+    rows: usize,
+    cols: usize,
+    cols_of: impl Fn(usize) -> (&'a [T], &'a [T]),
+    f: impl Fn(T, T) -> T,
+) -> Batch<T> {
+    let len = rows * cols;
+    let mut data: Vec<T> = Vec::with_capacity(len);
+    let spare = &mut data.spare_capacity_mut()[..len];
+    for (c, out) in spare.chunks_exact_mut(rows.max(1)).enumerate().take(cols) {
+        let (x, y) = cols_of(c);
+        assert!(
+            x.len() == rows && y.len() == rows,
+            "zip_columns_new: column length"
+        );
+        crate::kernel::lse::vectorized(
+            #[inline(always)]
+            || {
+                for ((o, &xi), &yi) in out.iter_mut().zip(x).zip(y) {
+                    o.write(f(xi, yi));
+                }
+            },
+        );
+    }
+    // SAFETY: the loop visits the `cols` chunks of `rows` entries that make up the first
+    // `len` slots (`rows == 0` means `len == 0`), and in each, the zip of three slices of
+    // length `rows` (asserted) writes every slot: all `len` entries are initialized.
+    unsafe { data.set_len(len) };
+    Batch::from_vec(rows, cols, data)
 }
 
 /// [`zip_map`] into `out` (same shape; every entry overwritten, so its previous contents
@@ -367,23 +401,7 @@ fn geometric_step<T: Real>(kta: &Batch<T>, w: &Batch<T>) -> (Batch<T>, Batch<T>)
         }
     }
     T::exp_slice(p.as_mut_slice());
-    let mut bt = Batch::zeros(n, s * m);
-    for (c, (bc, kc)) in bt
-        .as_mut_slice()
-        .chunks_exact_mut(n)
-        .zip(kta.as_slice().chunks_exact(n))
-        .enumerate()
-    {
-        let pc = p.col(c / s);
-        crate::kernel::lse::vectorized(
-            #[inline(always)]
-            || {
-                for ((o, &pv), &kv) in bc.iter_mut().zip(pc).zip(kc) {
-                    *o = pv / kv;
-                }
-            },
-        );
-    }
+    let bt = zip_columns_new(n, s * m, |c| (p.col(c / s), kta.col(c)), |pv, kv| pv / kv);
     (p, bt)
 }
 
