@@ -304,7 +304,7 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
             let kta = ops.kernel(kernel, &a, true);
             let (newp, bt) = if balanced {
                 // p = Π_s (Kᵀa_s)^{λ_s} through its logarithm (eq. 7), b = p / Kᵀa (eq. 8).
-                ops.geometric_step(&kta, weights)
+                ops.geometric_step(&kta, weights, kernel.par())
             } else {
                 let c = T::one() - kap;
                 let pw = ops.powf(&kta, c);

@@ -8,6 +8,10 @@ use crate::batch::Batch;
 use crate::kernel::lse::lse_weighted;
 use crate::kernel::{apply_log_new, apply_new, Kernel};
 use crate::real::Real;
+use crate::solver::{
+    part_len, run_parts_queued, threads_above, EXP_WORK, GEMM_PAR_MIN_WORK, PARTS_PER_THREAD,
+};
+use faer::Par;
 
 /// Operations on batches of column vectors (`N × B` matrices).
 ///
@@ -58,8 +62,10 @@ pub trait Ops<'k, T: Real> {
     /// (`N × M`, [`Ops::log`], [`Ops::block_dot`], [`Ops::exp`]) and `b̃ = p / kta`
     /// (column `m·S + s` is `p_m / kta_{m·S+s}`, [`Ops::repeat`], [`Ops::div`]). This
     /// default composes those operations (what the tape records); a backend may fuse them
-    /// into fewer passes over memory if it computes the same bits.
-    fn geometric_step(&mut self, kta: &Self::V, w: &Self::V) -> (Self::V, Self::V) {
+    /// into fewer passes over memory, and split them over the threads `par` allows (the
+    /// kernel's setting), if it computes the same bits.
+    fn geometric_step(&mut self, kta: &Self::V, w: &Self::V, par: Par) -> (Self::V, Self::V) {
+        let _ = par;
         let s = self.value(w).rows();
         let lk = self.log(kta);
         let lp = self.block_dot(&lk, w);
@@ -76,25 +82,31 @@ pub struct Eager;
 
 /// `f` applied entry by entry to two batches of the same shape, vectorized when `f`
 /// inlines (the arithmetic of every Sinkhorn step).
-pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
+pub(crate) fn zip_map<T: Real>(
+    a: &Batch<T>,
+    b: &Batch<T>,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Batch<T> {
     assert_eq!(a.shape(), b.shape(), "zip_map: shapes differ");
-    zip_columns_new(a.rows(), a.cols(), |c| (a.col(c), b.col(c)), f)
+    zip_columns_new(a.rows(), a.cols(), 1, |c| (a.col(c), b.col(c)), f)
 }
 
 /// A new `rows × cols` batch whose column `c` is `f` applied entry by entry to the two
 /// columns `cols_of(c)` returns, written once: the storage is not filled with zeros first,
 /// which saved a pass over memory per elementwise result (a few percent of a 256×256
-/// grid barycenter, P2). Vectorized when `f` inlines.
+/// grid barycenter, P2). Vectorized when `f` inlines; columns spread over `threads`
+/// threads ([`run_parts_queued`]) when more than one.
 pub(crate) fn zip_columns_new<'a, T: Real>(
     rows: usize,
     cols: usize,
-    cols_of: impl Fn(usize) -> (&'a [T], &'a [T]),
-    f: impl Fn(T, T) -> T,
+    threads: usize,
+    cols_of: impl Fn(usize) -> (&'a [T], &'a [T]) + Sync,
+    f: impl Fn(T, T) -> T + Sync,
 ) -> Batch<T> {
     let len = rows * cols;
     let mut data: Vec<T> = Vec::with_capacity(len);
     let spare = &mut data.spare_capacity_mut()[..len];
-    for (c, out) in spare.chunks_exact_mut(rows.max(1)).enumerate().take(cols) {
+    let column = |(c, out): (usize, &mut [std::mem::MaybeUninit<T>])| {
         let (x, y) = cols_of(c);
         assert!(
             x.len() == rows && y.len() == rows,
@@ -108,10 +120,18 @@ pub(crate) fn zip_columns_new<'a, T: Real>(
                 }
             },
         );
+    };
+    let columns = spare.chunks_exact_mut(rows.max(1)).enumerate().take(cols);
+    if threads > 1 {
+        run_parts_queued(threads, columns, column);
+    } else {
+        columns.for_each(column);
     }
-    // SAFETY: the loop visits the `cols` chunks of `rows` entries that make up the first
-    // `len` slots (`rows == 0` means `len == 0`), and in each, the zip of three slices of
-    // length `rows` (asserted) writes every slot: all `len` entries are initialized.
+    // SAFETY: every one of the `cols` chunks of `rows` entries that make up the first
+    // `len` slots (`rows == 0` means `len == 0`) went through `column` (a panic in a part
+    // is resumed by `run_parts_queued`, before this point), and in each, the zip of three
+    // slices of length `rows` (asserted) writes every slot: all `len` entries are
+    // initialized.
     unsafe { data.set_len(len) };
     Batch::from_vec(rows, cols, data)
 }
@@ -360,8 +380,8 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
     fn block_lse(&mut self, x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
         block_lse(x, w)
     }
-    fn geometric_step(&mut self, kta: &Batch<T>, w: &Batch<T>) -> (Batch<T>, Batch<T>) {
-        geometric_step(kta, w)
+    fn geometric_step(&mut self, kta: &Batch<T>, w: &Batch<T>, par: Par) -> (Batch<T>, Batch<T>) {
+        geometric_step(kta, w, par)
     }
 }
 
@@ -371,37 +391,72 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
 /// entry goes through the same operations in the same order as the composed default
 /// (`ln` by [`Real::ln_slice`], the sum from zero over the atoms in order with zero
 /// weights skipped as in [`block_dot_into`], `exp` by [`Real::exp_slice`], one division),
-/// so both give the same bits.
-fn geometric_step<T: Real>(kta: &Batch<T>, w: &Batch<T>) -> (Batch<T>, Batch<T>) {
+/// so both give the same bits, on any number of threads: with several (above
+/// [`GEMM_PAR_MIN_WORK`] units, an `ln` counting as [`EXP_WORK`]), the first pass is split
+/// by pixel ranges and the second by columns.
+fn geometric_step<T: Real>(kta: &Batch<T>, w: &Batch<T>, par: Par) -> (Batch<T>, Batch<T>) {
+    let th = threads_above(
+        par,
+        kta.as_slice().len() * (EXP_WORK + 2),
+        GEMM_PAR_MIN_WORK,
+    );
+    geometric_step_threads(kta, w, th)
+}
+
+/// [`geometric_step`] on `th` threads.
+fn geometric_step_threads<T: Real>(
+    kta: &Batch<T>,
+    w: &Batch<T>,
+    th: usize,
+) -> (Batch<T>, Batch<T>) {
     const CHUNK: usize = 256;
     let (n, s, m) = (kta.rows(), w.rows(), w.cols());
     assert_eq!(kta.cols(), s * m, "geometric_step: kta is not N × (S·M)");
     let mut p = Batch::zeros(n, m);
-    let mut ln = [T::zero(); CHUNK];
-    for j in 0..m {
-        for i0 in (0..n).step_by(CHUNK) {
-            let len = CHUNK.min(n - i0);
-            let (acc, ln) = (&mut p.col_mut(j)[i0..i0 + len], &mut ln[..len]);
+    // `p[i0.., j]` for one range of pixels of barycenter `j`.
+    let mean = |j: usize, i0: usize, acc: &mut [T]| {
+        let mut ln = [T::zero(); CHUNK];
+        for (c, acc) in acc.chunks_mut(CHUNK).enumerate() {
+            let (a, ln) = (i0 + c * CHUNK, &mut ln[..acc.len()]);
             for k in 0..s {
                 let wk = w.get(k, j);
                 if wk == T::zero() {
                     // 0 · (±∞) must not poison the sum: a zero weight drops the atom.
                     continue;
                 }
-                T::ln_slice(&kta.col(j * s + k)[i0..i0 + len], ln);
+                T::ln_slice(&kta.col(j * s + k)[a..a + acc.len()], ln);
                 crate::kernel::lse::vectorized(
                     #[inline(always)]
                     || {
-                        for (a, &l) in acc.iter_mut().zip(ln.iter()) {
-                            *a += wk * l;
+                        for (o, &l) in acc.iter_mut().zip(ln.iter()) {
+                            *o += wk * l;
                         }
                     },
                 );
             }
         }
+        T::exp_slice(acc);
+    };
+    if th == 1 {
+        for j in 0..m {
+            mean(j, 0, p.col_mut(j));
+        }
+    } else {
+        let per = part_len(n, CHUNK, th * PARTS_PER_THREAD);
+        let ranges = (p.as_mut_slice().chunks_mut(n.max(1)).enumerate()).flat_map(|(j, col)| {
+            col.chunks_mut(per)
+                .enumerate()
+                .map(move |(r, a)| (j, r * per, a))
+        });
+        run_parts_queued(th, ranges, |(j, i0, acc)| mean(j, i0, acc));
     }
-    T::exp_slice(p.as_mut_slice());
-    let bt = zip_columns_new(n, s * m, |c| (p.col(c / s), kta.col(c)), |pv, kv| pv / kv);
+    let bt = zip_columns_new(
+        n,
+        s * m,
+        th,
+        |c| (p.col(c / s), kta.col(c)),
+        |pv, kv| pv / kv,
+    );
     (p, bt)
 }
 
@@ -436,7 +491,8 @@ mod tests {
                     }
                 }
                 let mut e = Eager;
-                let (p, bt) = e.geometric_step(&kta, &w);
+                let (p, bt) = e.geometric_step(&kta, &w, Par::Seq);
+                let (p2, bt2) = geometric_step_threads(&kta, &w, 3);
                 let lk = e.log(&kta);
                 let lp = e.block_dot(&lk, &w);
                 let p0 = e.exp(&lp);
@@ -447,6 +503,9 @@ mod tests {
                 };
                 assert_eq!(bits(&p), bits(&p0), "p, {n}x{s}x{m} {}", T::NAME);
                 assert_eq!(bits(&bt), bits(&bt0), "b, {n}x{s}x{m} {}", T::NAME);
+                // Split over threads (forced below the threshold): the same bits.
+                assert_eq!(bits(&p2), bits(&p0), "p threaded, {n}x{s}x{m}");
+                assert_eq!(bits(&bt2), bits(&bt0), "b threaded, {n}x{s}x{m}");
             }
         }
         check::<f64>();

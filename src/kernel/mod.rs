@@ -48,6 +48,11 @@ pub trait Kernel<T: Real>: Send + Sync {
     fn ncols(&self) -> usize;
     /// The regularization γ the kernel was built with.
     fn gamma(&self) -> T;
+    /// The parallelism the kernel was given (`Par::Seq` unless set): its applications use
+    /// it, and so do the elementwise passes of a solver between two applications.
+    fn par(&self) -> Par {
+        Par::Seq
+    }
     /// `out = K x`.
     fn apply(&self, x: &Batch<T>, out: &mut Batch<T>);
     /// `out = Kᵀ x`.
