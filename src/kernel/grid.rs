@@ -176,11 +176,14 @@ impl<T: Real> Axis<T> {
 /// window term by term.
 ///
 /// **Parallelism.** Sequential by default. With [`GridKernel::with_par`]`(Par::rayon(k))`
-/// an axis costing more than 2²⁴ multiply-adds or exponentials is split over `k` scoped
-/// threads by independent blocks of the batch (images, or lines of the axis), each
-/// going through a sequential GEMM or log-domain loop; the result is the same for any
-/// number of threads. On the 2-core machine of `docs/benchmarks.md` threads did not
-/// pay: see there.
+/// a scaling-domain application of more than 2²² multiply-adds runs on `k` scoped
+/// threads that take parts of the batch from a queue: whole images, each part running
+/// every axis (one image alone: blocks or lines within each axis); a log-domain axis
+/// costing more than 2²⁴ multiply-adds or exponentials is split likewise within the
+/// axis. Each part goes through sequential GEMMs or log-domain loops, and a scaling-domain
+/// result is the same bits for any number of threads. The elementwise passes of the
+/// barycenter iterations follow the same setting ([`Kernel::par`]). Measured on two
+/// cores: `docs/benchmarks.md`, "P2 scaling path, fourth sitting".
 #[derive(Debug)]
 pub struct GridKernel<T: Real> {
     grid: Grid,
