@@ -147,10 +147,14 @@ pub(crate) fn threads_above(par: Par, work: usize, min_work: usize) -> usize {
     }
 }
 
-/// The threshold of one axis of a scaling-domain grid application (multiply-adds of its
-/// GEMMs), lower than [`PAR_MIN_WORK`]: such an axis is a few large GEMMs with no other
-/// work, so two threads pay from about 4·10⁶ multiply-adds (a 128×128 grid with 4
-/// images, 8.4·10⁶ per axis; see `docs/benchmarks.md`, "P2 scaling path, fourth sitting").
+/// The threshold of a scaling-domain grid application (multiply-adds of its GEMMs, all
+/// axes) and of the barycenter's fused elementwise step, lower than [`PAR_MIN_WORK`]:
+/// such work starts its threads once and has nothing else to wait for. At this value a
+/// 128×128 grid with 4 images (16.8·10⁶ multiply-adds per application, about 0.6 ms on
+/// one core) goes on two threads, whose start costs 55 µs on the benchmark VM; 64×64
+/// (2.1·10⁶) stays on one, as 2²⁰ (64×64 on two threads) measured 1.5-2.4× slower there.
+/// That two threads pay at 128×128 was not measured on two free cores (see
+/// `docs/benchmarks.md`, "P2 scaling path, fourth sitting").
 pub(crate) const GEMM_PAR_MIN_WORK: usize = 1 << 22;
 
 /// The caller's thread count as a [`Par`]: `1` sequential, `0` every core, `k` at most

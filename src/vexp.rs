@@ -267,13 +267,14 @@ fn exp_lane_f32<M: MulAdd>(x: f32) -> f32 {
 
 /// Natural logarithm of one `f64`, branch-free so that it vectorizes: fdlibm's
 /// `__ieee754_log` as in [`crate::kernel::lse::ln_lane`] (same reduction, constants and
-/// final combination), with two changes that cut its instruction count by about a third
-/// on the AVX2 path: the exponent arithmetic stays in 64-bit lanes (no packing of the
-/// high words to 32 bits and back; integer operations, so the same values), and the
-/// minimax `R(s²)` is evaluated with the flavour's multiply-adds. `R` enters the result
-/// multiplied by `s` (`|s| < 0.172`) and is below `0.67 s²`, so a fused evaluation moves
-/// it by far less than one ulp of the result: the error stays below 1 ulp (fdlibm's bound),
-/// checked against `f64::ln` in the tests. `ln(0) = -∞`, `ln(x < 0) = NaN`, `ln(∞) = ∞`,
+/// final combination), with two changes that make its AVX2 loop 20-30 % faster (63
+/// instructions per four values instead of 72, shorter dependency chains): the exponent
+/// arithmetic stays in 64-bit lanes (no packing of the high words to 32 bits and back;
+/// integer operations, so the same values), and the minimax `R(s²)` is evaluated with the
+/// flavour's multiply-adds. `R` is about `2s²/3` and enters the result multiplied by
+/// `s` (`|s| < 0.172`, the result about `2s`), so the few roundings a fused evaluation
+/// changes in `R` move the result by far less than one of its ulps: the error stays
+/// below 1 ulp (fdlibm's bound), checked against `f64::ln` in the tests. `ln(0) = -∞`, `ln(x < 0) = NaN`, `ln(∞) = ∞`,
 /// NaN propagates, subnormal inputs are scaled by 2⁵⁴ first.
 #[inline(always)]
 fn ln_lane_f64<M: MulAdd>(x: f64) -> f64 {
