@@ -181,8 +181,8 @@ impl<T: Real> Axis<T> {
 /// every axis (one image alone: blocks or lines within each axis); a log-domain axis
 /// costing more than 2²⁴ multiply-adds or exponentials is split likewise within the
 /// axis. Each part goes through sequential GEMMs or log-domain loops, and a scaling-domain
-/// result is the same bits for any number of threads. The elementwise passes of the
-/// barycenter iterations follow the same setting ([`Kernel::par`]). Measured on two
+/// result is the same bits for any number of threads. The balanced barycenter's fused
+/// elementwise step follows the same setting ([`Kernel::par`]). Measured on two
 /// cores: `docs/benchmarks.md`, "P2 scaling path, fourth sitting".
 #[derive(Debug)]
 pub struct GridKernel<T: Real> {

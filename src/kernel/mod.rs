@@ -49,7 +49,8 @@ pub trait Kernel<T: Real>: Send + Sync {
     /// The regularization γ the kernel was built with.
     fn gamma(&self) -> T;
     /// The parallelism the kernel was given (`Par::Seq` unless set): its applications use
-    /// it, and so do the elementwise passes of a solver between two applications.
+    /// it, and so does the balanced barycenter's fused elementwise step between two
+    /// applications (`Ops::geometric_step` of the eager solver).
     fn par(&self) -> Par {
         Par::Seq
     }
