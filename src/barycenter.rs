@@ -254,7 +254,7 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
             if !balanced {
                 at = ops.scale(&at, kap);
             }
-            a = mix_log(ops, &a, &at, tau);
+            a = mix_log(ops, &a, at, tau);
             let lkta = ops.log_kernel(kernel, &a, true);
             let logp = if balanced {
                 ops.block_dot(&lkta, weights)
@@ -269,7 +269,7 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
             if !balanced {
                 bt = ops.scale(&bt, kap);
             }
-            b = mix_log(ops, &b, &bt, tau);
+            b = mix_log(ops, &b, bt, tau);
             let newp = ops.exp(&logp);
             done = l;
             if let (Some(tol), false) = (tol, balanced) {
@@ -300,24 +300,22 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
             if !balanced {
                 at = ops.powf(&at, kap);
             }
-            a = mix(ops, &a, &at, tau);
+            a = mix(ops, &a, at, tau);
             let kta = ops.kernel(kernel, &a, true);
-            let newp = if balanced {
-                let lk = ops.log(&kta);
-                let lp = ops.block_dot(&lk, weights);
-                ops.exp(&lp)
+            let (newp, bt) = if balanced {
+                // p = Π_s (Kᵀa_s)^{λ_s} through its logarithm (eq. 7), b = p / Kᵀa (eq. 8).
+                ops.geometric_step(&kta, weights, kernel.par())
             } else {
                 let c = T::one() - kap;
                 let pw = ops.powf(&kta, c);
                 let sum = ops.block_dot(&pw, weights);
-                ops.powf(&sum, T::one() / c)
+                let newp = ops.powf(&sum, T::one() / c);
+                let rep = ops.repeat(&newp, s);
+                let bt = ops.div(&rep, &kta);
+                let bt = ops.powf(&bt, kap);
+                (newp, bt)
             };
-            let rep = ops.repeat(&newp, s);
-            let mut bt = ops.div(&rep, &kta);
-            if !balanced {
-                bt = ops.powf(&bt, kap);
-            }
-            b = mix(ops, &b, &bt, tau);
+            b = mix(ops, &b, bt, tau);
             done = l;
             if let (Some(tol), false) = (tol, balanced) {
                 let err = change(p.as_ref().map(|q| ops.value(q)), ops.value(&newp));
@@ -348,20 +346,21 @@ pub(crate) fn iterate<'k, T: Real, O: Ops<'k, T>>(
 /// `prev^τ · new^{1-τ}` (Algorithm 5, eq. 25-26); exactly `new` when τ = 0. A zero of
 /// `new` (an empty atom bin) stays zero instead of `0^τ · 0 = ∞ · 0 = NaN`: see
 /// [`crate::ops::heavy_ball_into`], shared by the eager and the taped backends.
-fn mix<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
+fn mix<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: O::V, tau: T) -> O::V {
     if tau == T::zero() {
-        return new.clone();
+        // Moved, not copied: a copy of the scalings cost a pass per half-iteration.
+        return new;
     }
-    ops.heavy_ball(prev, new, tau, false)
+    ops.heavy_ball(prev, &new, tau, false)
 }
 
 /// `τ·prev + (1-τ)·new`: the heavy-ball step on logarithms, with `-∞` (a zero scaling)
 /// kept at `-∞` instead of `∞ - ∞ = NaN`.
-fn mix_log<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: &O::V, tau: T) -> O::V {
+fn mix_log<'k, T: Real, O: Ops<'k, T>>(ops: &mut O, prev: &O::V, new: O::V, tau: T) -> O::V {
     if tau == T::zero() {
-        return new.clone();
+        return new;
     }
-    ops.heavy_ball(prev, new, tau, true)
+    ops.heavy_ball(prev, &new, tau, true)
 }
 
 /// POT's relative change `max|p - q| / max(max|p|, max|q|, 1)`.

@@ -8,6 +8,10 @@ use crate::batch::Batch;
 use crate::kernel::lse::lse_weighted;
 use crate::kernel::{apply_log_new, apply_new, Kernel};
 use crate::real::Real;
+use crate::solver::{
+    part_len, run_parts_queued, threads_above, EXP_WORK, GEMM_PAR_MIN_WORK, PARTS_PER_THREAD,
+};
+use faer::Par;
 
 /// Operations on batches of column vectors (`N × B` matrices).
 ///
@@ -53,6 +57,23 @@ pub trait Ops<'k, T: Real> {
     fn block_dot(&mut self, x: &Self::V, w: &Self::V) -> Self::V;
     /// Same shapes as [`Ops::block_dot`]: column `m` = `log Σ_s w[s, m] exp(x[:, m·S + s])`.
     fn block_lse(&mut self, x: &Self::V, w: &Self::V) -> Self::V;
+    /// The balanced barycenter and the new `b̃` of eq. 7-8 from `kta = Kᵀa`
+    /// (`N × (S·M)`) and the weights `w` (`S × M`): `p = exp(Σ_s w_s log kta_s)`
+    /// (`N × M`, [`Ops::log`], [`Ops::block_dot`], [`Ops::exp`]) and `b̃ = p / kta`
+    /// (column `m·S + s` is `p_m / kta_{m·S+s}`, [`Ops::repeat`], [`Ops::div`]). This
+    /// default composes those operations (what the tape records); a backend may fuse them
+    /// into fewer passes over memory, and split them over the threads `par` allows (the
+    /// kernel's setting), if it computes the same bits.
+    fn geometric_step(&mut self, kta: &Self::V, w: &Self::V, par: Par) -> (Self::V, Self::V) {
+        let _ = par;
+        let s = self.value(w).rows();
+        let lk = self.log(kta);
+        let lp = self.block_dot(&lk, w);
+        let p = self.exp(&lp);
+        let rep = self.repeat(&p, s);
+        let bt = self.div(&rep, kta);
+        (p, bt)
+    }
 }
 
 /// Forward-only backend: values are plain [`Batch`]es, nothing is recorded.
@@ -61,10 +82,58 @@ pub struct Eager;
 
 /// `f` applied entry by entry to two batches of the same shape, vectorized when `f`
 /// inlines (the arithmetic of every Sinkhorn step).
-pub(crate) fn zip_map<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
-    let mut out = Batch::zeros(a.rows(), a.cols());
-    zip_map_into(a, b, &mut out, f);
-    out
+pub(crate) fn zip_map<T: Real>(
+    a: &Batch<T>,
+    b: &Batch<T>,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Batch<T> {
+    assert_eq!(a.shape(), b.shape(), "zip_map: shapes differ");
+    zip_columns_new(a.rows(), a.cols(), 1, |c| (a.col(c), b.col(c)), f)
+}
+
+/// A new `rows × cols` batch whose column `c` is `f` applied entry by entry to the two
+/// columns `cols_of(c)` returns, written once: the storage is not filled with zeros first,
+/// which saved a pass over memory per elementwise result (a few percent of a 256×256
+/// grid barycenter, P2). Vectorized when `f` inlines; columns spread over `threads`
+/// threads ([`run_parts_queued`]) when more than one.
+pub(crate) fn zip_columns_new<'a, T: Real>(
+    rows: usize,
+    cols: usize,
+    threads: usize,
+    cols_of: impl Fn(usize) -> (&'a [T], &'a [T]) + Sync,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Batch<T> {
+    let len = rows * cols;
+    let mut data: Vec<T> = Vec::with_capacity(len);
+    let spare = &mut data.spare_capacity_mut()[..len];
+    let column = |(c, out): (usize, &mut [std::mem::MaybeUninit<T>])| {
+        let (x, y) = cols_of(c);
+        assert!(
+            x.len() == rows && y.len() == rows,
+            "zip_columns_new: column length"
+        );
+        crate::kernel::lse::vectorized(
+            #[inline(always)]
+            || {
+                for ((o, &xi), &yi) in out.iter_mut().zip(x).zip(y) {
+                    o.write(f(xi, yi));
+                }
+            },
+        );
+    };
+    let columns = spare.chunks_exact_mut(rows.max(1)).enumerate().take(cols);
+    if threads > 1 {
+        run_parts_queued(threads, columns, column);
+    } else {
+        columns.for_each(column);
+    }
+    // SAFETY: every one of the `cols` chunks of `rows` entries that make up the first
+    // `len` slots (`rows == 0` means `len == 0`) went through `column` (a panic in a part
+    // is resumed by `run_parts_queued`, before this point), and in each, the zip of three
+    // slices of length `rows` (asserted) writes every slot: all `len` entries are
+    // initialized.
+    unsafe { data.set_len(len) };
+    Batch::from_vec(rows, cols, data)
 }
 
 /// [`zip_map`] into `out` (same shape; every entry overwritten, so its previous contents
@@ -295,8 +364,12 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
         out
     }
     fn log(&mut self, a: &Batch<T>) -> Batch<T> {
-        // The tape's `log` uses `f64::ln` too: both backends must give the same bits.
-        a.map(|x| x.ln())
+        // The tape's `log` is the same `Real::ln_slice` (vectorized, within 1 ulp of
+        // `f64::ln`): both backends must give the same bits. The scalar library `ln` took
+        // a fifth of a 64×64 grid barycenter (P2).
+        let mut out = Batch::zeros(a.rows(), a.cols());
+        T::ln_slice(a.as_slice(), out.as_mut_slice());
+        out
     }
     fn heavy_ball(&mut self, prev: &Batch<T>, new: &Batch<T>, tau: T, log: bool) -> Batch<T> {
         heavy_ball(prev, new, tau, log)
@@ -313,6 +386,84 @@ impl<'k, T: Real> Ops<'k, T> for Eager {
     fn block_lse(&mut self, x: &Batch<T>, w: &Batch<T>) -> Batch<T> {
         block_lse(x, w)
     }
+    fn geometric_step(&mut self, kta: &Batch<T>, w: &Batch<T>, par: Par) -> (Batch<T>, Batch<T>) {
+        geometric_step(kta, w, par)
+    }
+}
+
+/// [`Ops::geometric_step`] in two passes over `kta` instead of seven over `N × (S·M)`
+/// batches: the logarithms of a chunk of pixels stay in a stack buffer and go straight
+/// into the weighted sum, and `b̃` is divided from `p` without the repeated copy. Each
+/// entry goes through the same operations in the same order as the composed default
+/// (`ln` by [`Real::ln_slice`], the sum from zero over the atoms in order with zero
+/// weights skipped as in [`block_dot_into`], `exp` by [`Real::exp_slice`], one division),
+/// so both give the same bits, on any number of threads: with several (above
+/// [`GEMM_PAR_MIN_WORK`] units, an `ln` counting as [`EXP_WORK`]), the first pass is split
+/// by pixel ranges and the second by columns.
+fn geometric_step<T: Real>(kta: &Batch<T>, w: &Batch<T>, par: Par) -> (Batch<T>, Batch<T>) {
+    let th = threads_above(
+        par,
+        kta.as_slice().len() * (EXP_WORK + 2),
+        GEMM_PAR_MIN_WORK,
+    );
+    geometric_step_threads(kta, w, th)
+}
+
+/// [`geometric_step`] on `th` threads.
+fn geometric_step_threads<T: Real>(
+    kta: &Batch<T>,
+    w: &Batch<T>,
+    th: usize,
+) -> (Batch<T>, Batch<T>) {
+    const CHUNK: usize = 256;
+    let (n, s, m) = (kta.rows(), w.rows(), w.cols());
+    assert_eq!(kta.cols(), s * m, "geometric_step: kta is not N × (S·M)");
+    let mut p = Batch::zeros(n, m);
+    // `p[i0.., j]` for one range of pixels of barycenter `j`.
+    let mean = |j: usize, i0: usize, acc: &mut [T]| {
+        let mut ln = [T::zero(); CHUNK];
+        for (c, acc) in acc.chunks_mut(CHUNK).enumerate() {
+            let (a, ln) = (i0 + c * CHUNK, &mut ln[..acc.len()]);
+            for k in 0..s {
+                let wk = w.get(k, j);
+                if wk == T::zero() {
+                    // 0 · (±∞) must not poison the sum: a zero weight drops the atom.
+                    continue;
+                }
+                T::ln_slice(&kta.col(j * s + k)[a..a + acc.len()], ln);
+                crate::kernel::lse::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (o, &l) in acc.iter_mut().zip(ln.iter()) {
+                            *o += wk * l;
+                        }
+                    },
+                );
+            }
+        }
+        T::exp_slice(acc);
+    };
+    if th == 1 {
+        for j in 0..m {
+            mean(j, 0, p.col_mut(j));
+        }
+    } else {
+        let per = part_len(n, CHUNK, th * PARTS_PER_THREAD);
+        let ranges = (p.as_mut_slice().chunks_mut(n.max(1)).enumerate()).flat_map(|(j, col)| {
+            col.chunks_mut(per)
+                .enumerate()
+                .map(move |(r, a)| (j, r * per, a))
+        });
+        run_parts_queued(th, ranges, |(j, i0, acc)| mean(j, i0, acc));
+    }
+    let bt = zip_columns_new(
+        n,
+        s * m,
+        th,
+        |c| (p.col(c / s), kta.col(c)),
+        |pv, kv| pv / kv,
+    );
+    (p, bt)
 }
 
 #[cfg(test)]
@@ -363,6 +514,54 @@ mod tests {
             assert_eq!(edge(0.5, f64::INFINITY), f64::INFINITY);
             assert!(edge(f64::NAN, 0.5).is_nan() && edge(0.5, f64::NAN).is_nan());
         }
+    }
+
+    /// The fused `geometric_step` of `Eager` gives the bits of the composed default (the
+    /// tape's) on shapes that cut the pixel chunks unevenly, with a zero weight, zero and
+    /// huge entries and several barycenters, in both precisions.
+    #[test]
+    fn fused_geometric_step_equals_the_composition() {
+        fn check<T: Real>() {
+            for (n, s, m) in [(1, 1, 1), (300, 3, 2), (613, 4, 3)] {
+                let kta = Batch::<T>::from_fn(n, s * m, |i, j| {
+                    let t = ((i * 37 + j * 11) % 101) as f64 / 101.0;
+                    match (i + 3 * j) % 17 {
+                        0 => T::zero(),
+                        1 => T::of(1e30),
+                        _ => T::of(1e-3 + 50.0 * t * t),
+                    }
+                });
+                let mut w = Batch::<T>::from_fn(s, m, |k, j| T::of((1 + k + j) as f64));
+                if s > 1 {
+                    w.set(1, m - 1, T::zero());
+                }
+                for j in 0..m {
+                    let tot: T = w.col(j).iter().copied().sum();
+                    for k in 0..s {
+                        let v = w.get(k, j) / tot;
+                        w.set(k, j, v);
+                    }
+                }
+                let mut e = Eager;
+                let (p, bt) = e.geometric_step(&kta, &w, Par::Seq);
+                let (p2, bt2) = geometric_step_threads(&kta, &w, 3);
+                let lk = e.log(&kta);
+                let lp = e.block_dot(&lk, &w);
+                let p0 = e.exp(&lp);
+                let rep = e.repeat(&p0, s);
+                let bt0 = e.div(&rep, &kta);
+                let bits = |b: &Batch<T>| -> Vec<u64> {
+                    b.as_slice().iter().map(|x| x.to_f64_().to_bits()).collect()
+                };
+                assert_eq!(bits(&p), bits(&p0), "p, {n}x{s}x{m} {}", T::NAME);
+                assert_eq!(bits(&bt), bits(&bt0), "b, {n}x{s}x{m} {}", T::NAME);
+                // Split over threads (forced below the threshold): the same bits.
+                assert_eq!(bits(&p2), bits(&p0), "p threaded, {n}x{s}x{m}");
+                assert_eq!(bits(&bt2), bits(&bt0), "b threaded, {n}x{s}x{m}");
+            }
+        }
+        check::<f64>();
+        check::<f32>();
     }
 
     /// `block_lse` through the crate's weighted logsumexp (vectorized `exp`, f64

@@ -34,6 +34,8 @@ pub trait Real:
     const NAME: &'static str;
     /// `x[i] = exp(x[i])`, vectorized.
     fn exp_slice(x: &mut [Self]);
+    /// `out[i] = ln(x[i])`, vectorized, within 1 ulp (`ln(0) = -∞`, `ln(x < 0) = NaN`).
+    fn ln_slice(x: &[Self], out: &mut [Self]);
     /// `sum_i exp(x[i] - shift)`, vectorized.
     fn sum_exp_shift(x: &[Self], shift: Self) -> Self;
     /// `sum_i w[i] exp(x[i] - shift)`, vectorized.
@@ -50,6 +52,9 @@ impl Real for f64 {
     const NAME: &'static str = "f64";
     fn exp_slice(x: &mut [Self]) {
         crate::vexp::exp_inplace_f64(x)
+    }
+    fn ln_slice(x: &[Self], out: &mut [Self]) {
+        crate::vexp::ln_f64(x, out)
     }
     fn sum_exp_shift(x: &[Self], shift: Self) -> Self {
         crate::vexp::sum_exp_shift_f64(x, shift)
@@ -69,6 +74,18 @@ impl Real for f32 {
     const NAME: &'static str = "f32";
     fn exp_slice(x: &mut [Self]) {
         crate::vexp::exp_inplace_f32(x)
+    }
+    fn ln_slice(x: &[Self], out: &mut [Self]) {
+        // In `f64` and rounded (`ln_lane`): within 1 ulp of the rounded `f64` logarithm.
+        assert_eq!(x.len(), out.len(), "ln_slice: x and out lengths differ");
+        crate::kernel::lse::vectorized(
+            #[inline(always)]
+            || {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = crate::kernel::lse::ln_lane(v);
+                }
+            },
+        )
     }
     fn sum_exp_shift(x: &[Self], shift: Self) -> Self {
         crate::vexp::sum_exp_shift_f32(x, shift)

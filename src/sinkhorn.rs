@@ -306,7 +306,7 @@ pub(crate) fn sinkhorn_masses<T: Real>(
     })
 }
 
-fn zip<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T) -> Batch<T> {
+fn zip<T: Real>(a: &Batch<T>, b: &Batch<T>, f: impl Fn(T, T) -> T + Sync) -> Batch<T> {
     crate::ops::zip_map(a, b, f)
 }
 

@@ -136,11 +136,26 @@ pub(crate) const EXP_WORK: usize = 16;
 /// Threads for one computation of `work` units under the caller's setting `par`: one for
 /// `Par::Seq` or work below [`PAR_MIN_WORK`], else the number `Par::Rayon` holds.
 pub(crate) fn threads(par: Par, work: usize) -> usize {
+    threads_above(par, work, PAR_MIN_WORK)
+}
+
+/// [`threads`] with another threshold than [`PAR_MIN_WORK`].
+pub(crate) fn threads_above(par: Par, work: usize, min_work: usize) -> usize {
     match par {
-        Par::Rayon(n) if work >= PAR_MIN_WORK => n.get(),
+        Par::Rayon(n) if work >= min_work => n.get(),
         _ => 1,
     }
 }
+
+/// The threshold of a scaling-domain grid application (multiply-adds of its GEMMs, all
+/// axes) and of the barycenter's fused elementwise step, lower than [`PAR_MIN_WORK`]:
+/// such work starts its threads once and has nothing else to wait for. At this value a
+/// 128×128 grid with 4 images (16.8·10⁶ multiply-adds per application, about 0.6 ms on
+/// one core) goes on two threads, whose start costs 55 µs on the benchmark VM; 64×64
+/// (2.1·10⁶) stays on one, as 2²⁰ (64×64 on two threads) measured 1.5-2.4× slower there.
+/// That two threads pay at 128×128 was not measured on two free cores (see
+/// `docs/benchmarks.md`, "P2 scaling path, fourth sitting").
+pub(crate) const GEMM_PAR_MIN_WORK: usize = 1 << 22;
 
 /// The caller's thread count as a [`Par`]: `1` sequential, `0` every core, `k` at most
 /// `k` threads (for configurations that store a plain count, e.g. to serialize it).
@@ -182,6 +197,41 @@ pub(crate) fn run_parts<P: Send, R: Send>(
     })
 }
 
+/// Runs `f` on every part on `threads` threads (the caller and `threads − 1` scoped ones)
+/// that take the next part from a shared queue as they finish the previous one, and
+/// returns the results in the order of the parts. With more parts than threads, a thread
+/// slowed down by another process on its core takes fewer parts instead of holding up the
+/// whole computation, which an even split per thread cannot do. Which thread computes a
+/// part changes nothing in its result.
+pub(crate) fn run_parts_queued<P: Send, R: Send>(
+    threads: usize,
+    parts: impl Iterator<Item = P> + Send,
+    f: impl Fn(P) -> R + Sync,
+) -> Vec<R> {
+    let queue = std::sync::Mutex::new(parts.enumerate());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            // The lock is held only to take a part, never while computing one.
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            match next {
+                Some((i, p)) => done.push((i, f(p))),
+                None => return done,
+            }
+        }
+    };
+    let mut all: Vec<(usize, R)> = run_parts(0..threads.max(1), |_| work())
+        .into_iter()
+        .flatten()
+        .collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Parts per thread when [`in_parts`] runs on several: enough for a thread that shares
+/// its core with another process to hand most of the parts to the other thread.
+pub(crate) const PARTS_PER_THREAD: usize = 4;
+
 /// Part length for cutting `len` items in at most `threads` parts at multiples of `unit`
 /// (the last part may be shorter).
 pub(crate) fn part_len(len: usize, unit: usize, threads: usize) -> usize {
@@ -213,9 +263,10 @@ pub(crate) fn par_map<R: Send>(
     out.into_iter().flatten().collect()
 }
 
-/// Runs `f` on contiguous parts of `src` and `dst` cut at multiples of `unit` (one part
-/// per thread, see [`run_parts`]) and returns the results in order: the split of a
-/// kernel application over independent blocks of a batch.
+/// Runs `f` on contiguous parts of `src` and `dst` cut at multiples of `unit` and returns
+/// the results in order: the split of a kernel application over independent blocks of a
+/// batch. One part on one thread; on several, up to [`PARTS_PER_THREAD`] parts per thread
+/// taken from a queue ([`run_parts_queued`]).
 pub(crate) fn in_parts<T: Real, R: Send>(
     threads: usize,
     unit: usize,
@@ -223,8 +274,12 @@ pub(crate) fn in_parts<T: Real, R: Send>(
     dst: &mut [T],
     f: impl Fn(&[T], &mut [T]) -> R + Sync,
 ) -> Vec<R> {
-    let per = part_len(src.len(), unit, threads);
-    run_parts(src.chunks(per).zip(dst.chunks_mut(per)), |(a, b)| f(a, b))
+    if threads <= 1 {
+        return vec![f(src, dst)];
+    }
+    let per = part_len(src.len(), unit, threads * PARTS_PER_THREAD);
+    let parts = src.chunks(per).zip(dst.chunks_mut(per));
+    run_parts_queued(threads, parts, |(a, b)| f(a, b))
 }
 
 /// [`in_parts`] for two sources and two destinations cut at the same places (a signed
@@ -262,6 +317,25 @@ mod tests {
             let sq = par_map(Par::rayon(th), PAR_MIN_WORK, 11, |i| i * i);
             assert_eq!(sq, (0..11).map(|i| i * i).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn queued_parts_keep_their_order() {
+        let data: Vec<f64> = (0..1000).map(|i| i as f64).collect();
+        for threads in [1, 2, 3] {
+            let mut out = vec![0.0; 1000];
+            let firsts = in_parts(threads, 10, &data, &mut out, |s, d| {
+                for (o, &x) in d.iter_mut().zip(s) {
+                    *o = 2.0 * x;
+                }
+                s[0]
+            });
+            assert!(firsts.windows(2).all(|w| w[0] < w[1]));
+            assert!(firsts.len() <= threads * PARTS_PER_THREAD);
+            assert!(out.iter().enumerate().all(|(i, &o)| o == 2.0 * i as f64));
+        }
+        let r = run_parts_queued(2, 0..37usize, |i| i * i);
+        assert_eq!(r, (0..37).map(|i| i * i).collect::<Vec<_>>());
     }
 
     #[test]

@@ -877,12 +877,10 @@ impl<'k, T: Real> Ops<'k, T> for Tape<'k, T> {
         self.push(v, Op::Exp(a.0), &[a.0])
     }
     fn log(&mut self, a: &Var) -> Var {
-        // `ln` entry by entry, as `Eager::log`: both backends give the same bits.
+        // `Real::ln_slice`, as `Eager::log`: both backends give the same bits.
         let av = self.val(a.0);
         let mut v = self.fresh(av.rows(), av.cols());
-        for (o, &x) in v.as_mut_slice().iter_mut().zip(av.as_slice()) {
-            *o = x.ln();
-        }
+        T::ln_slice(av.as_slice(), v.as_mut_slice());
         self.push(v, Op::Log(a.0), &[a.0])
     }
     fn heavy_ball(&mut self, prev: &Var, new: &Var, tau: T, log: bool) -> Var {

@@ -249,6 +249,9 @@ impl<T: Real> Kernel<T> for DenseKernel<T> {
     fn gamma(&self) -> T {
         self.gamma
     }
+    fn par(&self) -> Par {
+        self.par
+    }
     fn apply(&self, x: &Batch<T>, out: &mut Batch<T>) {
         self.product(self.k.view(), x, out);
     }

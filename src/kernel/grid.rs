@@ -7,7 +7,7 @@ use super::Kernel;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::real::Real;
-use crate::solver::{in_parts, in_parts2, threads, EXP_WORK};
+use crate::solver::{in_parts, in_parts2, threads, threads_above, EXP_WORK, GEMM_PAR_MIN_WORK};
 use faer::{Accum, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -176,11 +176,14 @@ impl<T: Real> Axis<T> {
 /// window term by term.
 ///
 /// **Parallelism.** Sequential by default. With [`GridKernel::with_par`]`(Par::rayon(k))`
-/// an axis costing more than 2²⁴ multiply-adds or exponentials is split over `k` scoped
-/// threads by independent blocks of the batch (images, or lines of the axis), each
-/// going through a sequential GEMM or log-domain loop; the result is the same for any
-/// number of threads. On the 2-core machine of `docs/benchmarks.md` threads did not
-/// pay: see there.
+/// a scaling-domain application of more than 2²² multiply-adds runs on `k` scoped
+/// threads that take parts of the batch from a queue: whole images, each part running
+/// every axis (one image alone: blocks or lines within each axis); a log-domain axis
+/// costing more than 2²⁴ multiply-adds or exponentials is split likewise within the
+/// axis. Each part goes through sequential GEMMs or log-domain loops, and a scaling-domain
+/// result is the same bits for any number of threads. The balanced barycenter's fused
+/// elementwise step follows the same setting ([`Kernel::par`]). Measured on two
+/// cores: `docs/benchmarks.md`, "P2 scaling path, fourth sitting".
 #[derive(Debug)]
 pub struct GridKernel<T: Real> {
     grid: Grid,
@@ -193,10 +196,11 @@ pub struct GridKernel<T: Real> {
     /// them were recomputed by the windowed sum ([`GridKernel::log_fallback_fraction`]).
     gemm_outputs: AtomicU64,
     gemm_fallbacks: AtomicU64,
-    /// The ping-pong buffer of [`GridKernel::chain`], kept between applications so that
-    /// an application allocates (and page-faults) nothing; an application that finds it
-    /// in use by another thread allocates its own.
-    scratch: Mutex<Vec<T>>,
+    /// The ping-pong buffers of [`GridKernel::chain`], kept between applications so that
+    /// an application allocates (and page-faults) nothing: a chain takes one and gives it
+    /// back, and allocates one only when every buffer is in use by another thread (the
+    /// first applications split over images, one buffer per thread from then on).
+    scratch: Mutex<Vec<Vec<T>>>,
 }
 
 impl<T: Real> Clone for GridKernel<T> {
@@ -314,35 +318,33 @@ impl<T: Real> GridKernel<T> {
         (c > 0).then(|| self.gemm_fallbacks.load(Ordering::Relaxed) as f64 / c as f64)
     }
 
-    /// Runs `step(axis, src, dst, inner, blocks)` over the axes, ping-ponging between
-    /// `out` and one scratch buffer so the last axis lands in `out`.
+    /// Runs `step(axis, src, dst, inner, blocks)` over the axes of the whole images in `x`
+    /// (a column-major batch, one image per column), ping-ponging between `out` and one
+    /// scratch buffer so the last axis lands in `out`.
     fn chain(
         &self,
-        x: &Batch<T>,
-        out: &mut Batch<T>,
+        x: &[T],
+        out: &mut [T],
         mut step: impl FnMut(usize, &[T], &mut [T], usize, usize),
     ) {
         let d = self.axes.len();
-        let total = x.rows() * x.cols();
+        let total = x.len();
+        let cols = total / self.grid.len();
         let shape = self.grid.shape();
         let geom = |a: usize| {
             let inner: usize = shape[a + 1..].iter().product();
             let outer: usize = shape[..a].iter().product();
-            (inner, outer * x.cols())
+            (inner, outer * cols)
         };
         if d == 1 {
             let (inner, blocks) = geom(0);
-            step(0, x.as_slice(), out.as_mut_slice(), inner, blocks);
+            step(0, x, out, inner, blocks);
             return;
         }
         // The scratch buffer is fully overwritten by the first step that writes it (every
         // step writes all of `dst`): stale values from an earlier application are harmless.
-        let mut own = Vec::new();
-        let mut guard = self.scratch.try_lock().ok();
-        let buf = match guard.as_mut() {
-            Some(g) => &mut **g,
-            None => &mut own,
-        };
+        let taken = self.scratch.lock().ok().and_then(|mut pool| pool.pop());
+        let mut buf = taken.unwrap_or_default();
         if buf.len() < total {
             buf.resize(total, T::zero());
         }
@@ -353,24 +355,56 @@ impl<T: Real> GridKernel<T> {
             let (inner, blocks) = geom(a);
             if a == 0 {
                 if in_out {
-                    step(a, x.as_slice(), out.as_mut_slice(), inner, blocks);
+                    step(a, x, out, inner, blocks);
                 } else {
-                    step(a, x.as_slice(), tmp, inner, blocks);
+                    step(a, x, tmp, inner, blocks);
                 }
             } else if in_out {
-                step(a, out.as_slice(), tmp, inner, blocks);
+                step(a, out, tmp, inner, blocks);
                 in_out = false;
                 continue;
             } else {
-                step(a, tmp, out.as_mut_slice(), inner, blocks);
+                step(a, tmp, out, inner, blocks);
                 in_out = true;
                 continue;
             }
         }
         debug_assert!(in_out);
+        if let Ok(mut pool) = self.scratch.lock() {
+            pool.push(buf);
+        }
     }
 
-    fn apply_with(&self, x: &Batch<T>, out: &mut Batch<T>, pick: impl Fn(usize) -> bool) {
+    /// The scaling-domain application (`K`, or `K ⊙ C` on the axes `pick` selects). On
+    /// several threads, a batch of several images is split by whole images, each part
+    /// running every axis on its thread: one start of the threads per application instead
+    /// of one per axis, and no thread waits for the others between the axes. A single
+    /// image is split by lines or blocks inside each axis instead. Either way every
+    /// column goes through the same GEMMs as on one thread.
+    fn apply_with(&self, x: &Batch<T>, out: &mut Batch<T>, pick: impl Fn(usize) -> bool + Sync) {
+        let image = self.grid.len();
+        let work: usize = (self.axes.iter())
+            .map(|ax| x.as_slice().len() * (2 * ax.band + 1).min(ax.n))
+            .sum();
+        let th = threads_above(self.par, work, GEMM_PAR_MIN_WORK);
+        if th > 1 && x.cols() > 1 {
+            in_parts(th, image, x.as_slice(), out.as_mut_slice(), |s, d| {
+                self.apply_slices(s, d, &pick, false)
+            });
+        } else {
+            self.apply_slices(x.as_slice(), out.as_mut_slice(), &pick, th > 1);
+        }
+    }
+
+    /// [`GridKernel::apply_with`] on whole images; `split_axes` splits each axis over the
+    /// threads (when its own work is large enough).
+    fn apply_slices(
+        &self,
+        x: &[T],
+        out: &mut [T],
+        pick: &(impl Fn(usize) -> bool + Sync),
+        split_axes: bool,
+    ) {
         let image = self.grid.len();
         self.chain(x, out, |a, src, dst, inner, _blocks| {
             let ax = &self.axes[a];
@@ -386,7 +420,9 @@ impl<T: Real> GridKernel<T> {
             // narrowest band makes the product tiled, every band gives the same full GEMM.
             let measured = !weighted && tiles(ax.n, ax.min_band).is_some();
             let start = src.as_ptr() as usize;
-            let th = threads(self.par, src.len() * (2 * ax.band + 1).min(ax.n));
+            let work = src.len() * (2 * ax.band + 1).min(ax.n);
+            let par = if split_axes { self.par } else { Par::Seq };
+            let th = threads_above(par, work, GEMM_PAR_MIN_WORK);
             in_parts(th, unit, src, dst, |s, d| {
                 let units = s.len() / unit;
                 if measured {
@@ -410,27 +446,31 @@ impl<T: Real> GridKernel<T> {
     /// of axis `a` is `K_a ⊙ C_a` instead, i.e. `log((K_0 ⊗ .. ⊗ (K_a ⊙ C_a) ⊗ ..) exp(v))`.
     fn log_chain(&self, v: &Batch<T>, out: &mut Batch<T>, weighted: Option<usize>) {
         let mut total = LogStats::default();
-        self.chain(v, out, |a, src, dst, inner, _blocks| {
-            let ax = &self.axes[a];
-            let unit = ax.n * inner;
-            let weight = (weighted == Some(a)).then_some(ax.c1);
-            // The shifted GEMM (unweighted) costs a multiply-add per term and two
-            // transcendental functions per entry; the windowed sum an `exp` per term.
-            let work = match weight {
-                None => src.len() * (ax.n + 2 * EXP_WORK),
-                Some(_) => src.len() * ax.n * EXP_WORK,
-            };
-            let th = threads(self.par, work);
-            let path = match weight {
-                None => LogPath::Gemm(ax.klog().view()),
-                Some(_) => LogPath::Windowed(weight),
-            };
-            for st in in_parts(th, unit, src, dst, |s, d| {
-                axis_log(ax.c1g, path, s, d, None, ax.n, inner)
-            }) {
-                total.add(st);
-            }
-        });
+        self.chain(
+            v.as_slice(),
+            out.as_mut_slice(),
+            |a, src, dst, inner, _blocks| {
+                let ax = &self.axes[a];
+                let unit = ax.n * inner;
+                let weight = (weighted == Some(a)).then_some(ax.c1);
+                // The shifted GEMM (unweighted) costs a multiply-add per term and two
+                // transcendental functions per entry; the windowed sum an `exp` per term.
+                let work = match weight {
+                    None => src.len() * (ax.n + 2 * EXP_WORK),
+                    Some(_) => src.len() * ax.n * EXP_WORK,
+                };
+                let th = threads(self.par, work);
+                let path = match weight {
+                    None => LogPath::Gemm(ax.klog().view()),
+                    Some(_) => LogPath::Windowed(weight),
+                };
+                for st in in_parts(th, unit, src, dst, |s, d| {
+                    axis_log(ax.c1g, path, s, d, None, ax.n, inner)
+                }) {
+                    total.add(st);
+                }
+            },
+        );
         // The statistics describe the Sinkhorn applications, not the transport costs.
         if weighted.is_none() {
             self.win_sum.fetch_add(total.wsum, Ordering::Relaxed);
@@ -1506,6 +1546,9 @@ impl<T: Real> Kernel<T> for GridKernel<T> {
     }
     fn gamma(&self) -> T {
         self.gamma
+    }
+    fn par(&self) -> Par {
+        self.par
     }
     fn apply(&self, x: &Batch<T>, out: &mut Batch<T>) {
         self.apply_with(x, out, |_| false);

@@ -48,6 +48,12 @@ pub trait Kernel<T: Real>: Send + Sync {
     fn ncols(&self) -> usize;
     /// The regularization γ the kernel was built with.
     fn gamma(&self) -> T;
+    /// The parallelism the kernel was given (`Par::Seq` unless set): its applications use
+    /// it, and so does the balanced barycenter's fused elementwise step between two
+    /// applications (`Ops::geometric_step` of the eager solver).
+    fn par(&self) -> Par {
+        Par::Seq
+    }
     /// `out = K x`.
     fn apply(&self, x: &Batch<T>, out: &mut Batch<T>);
     /// `out = Kᵀ x`.

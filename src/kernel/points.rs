@@ -223,6 +223,9 @@ impl<T: Real> Kernel<T> for PointCloudKernel<T> {
     fn gamma(&self) -> T {
         self.gamma
     }
+    fn par(&self) -> Par {
+        self.par
+    }
     fn apply(&self, x: &Batch<T>, out: &mut Batch<T>) {
         self.product(x, out, false, false);
     }
