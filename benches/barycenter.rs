@@ -26,6 +26,9 @@
 //! The parallelism is the library default (see [`wassdl::kernel`]); set
 //! `WASSDL_BENCH_PAR=seq` or `=rayon` to force one for every kernel built here.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::problem_2d;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use faer::linalg::matmul::matmul;
@@ -102,30 +105,6 @@ fn problem_1d(n: usize, s: usize) -> Problem1d {
         weights: Batch::from_vec(s, 1, w.into_iter().map(|v| v / ws).collect()),
         target: Batch::from_vec(n, 1, gauss(0.45, 0.1)),
     }
-}
-
-/// Like `bench_peers.problem_2d` (same distribution, Rust RNG): `s` round Gaussian
-/// blobs plus 1e-8 on an n×n grid, row-major, normalized.
-fn problem_2d(n: usize, s: usize, seed: u64) -> Batch<f64> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let nf = n as f64;
-    let mut data = Vec::with_capacity(n * n * s);
-    for _ in 0..s {
-        let (ci, cj) = (
-            rng.random_range(0.3 * nf..0.7 * nf),
-            rng.random_range(0.3 * nf..0.7 * nf),
-        );
-        let r = rng.random_range(0.1 * nf..0.25 * nf);
-        let im: Vec<f64> = (0..n * n)
-            .map(|q| {
-                let (i, j) = ((q / n) as f64, (q % n) as f64);
-                (-((i - ci).powi(2) + (j - cj).powi(2)) / (2.0 * r * r)).exp() + 1e-8
-            })
-            .collect();
-        let t: f64 = im.iter().sum();
-        data.extend(im.into_iter().map(|v| v / t));
-    }
-    Batch::from_vec(n * n, s, data)
 }
 
 /// Like `bench_peers.problem_wdl`: `m` images of three random blobs each plus 1e-6,

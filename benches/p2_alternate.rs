@@ -10,34 +10,12 @@
 //! the load average, and a checksum of the barycenter's bits per setting (the thread
 //! count must not change it).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::problem_2d;
 use faer::Par;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use wassdl::{barycenters, BarycenterConfig, Batch, Grid, GridKernel};
-
-/// `benches/barycenter.rs`'s `problem_2d`.
-fn problem_2d(n: usize, s: usize, seed: u64) -> Batch<f64> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let nf = n as f64;
-    let mut data = Vec::with_capacity(n * n * s);
-    for _ in 0..s {
-        let (ci, cj) = (
-            rng.random_range(0.3 * nf..0.7 * nf),
-            rng.random_range(0.3 * nf..0.7 * nf),
-        );
-        let r = rng.random_range(0.1 * nf..0.25 * nf);
-        let im: Vec<f64> = (0..n * n)
-            .map(|q| {
-                let (i, j) = ((q / n) as f64, (q % n) as f64);
-                (-((i - ci).powi(2) + (j - cj).powi(2)) / (2.0 * r * r)).exp() + 1e-8
-            })
-            .collect();
-        let t: f64 = im.iter().sum();
-        data.extend(im.into_iter().map(|v| v / t));
-    }
-    Batch::from_vec(n * n, s, data)
-}
 
 fn list(var: &str, default: &str) -> Vec<usize> {
     let v = std::env::var(var).unwrap_or_else(|_| default.into());
