@@ -569,9 +569,11 @@ pub fn run_with(settings: &Settings, opts: &Options) -> Result<CardiacMetrics> {
         "Figure 10: barycentric path of consecutive frames",
         "x",
         "y",
+        // The square first: a path along its edges (one-hot weights moving from atom to
+        // neighbouring atom) would be hidden under it otherwise.
         &[
-            ("path (frame 0 repeated)", &path),
             ("simplex vertices", &square),
+            ("path (frame 0 repeated)", &path),
         ],
     )?;
     Ok(CardiacMetrics {
