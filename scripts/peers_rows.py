@@ -5,9 +5,10 @@ Same problems (`problem_1d`, `problem_2d`), same functions (`np_bary_loop`,
 `np_conv_bary`; JAX's `bary_loop` and `conv_bary`, copied verbatim because bench_peers
 defines them inside `bench_jax`), same `timeit`, and the thread settings of its driver:
 OMP/OPENBLAS/MKL threads = BENCH_THREADS (default 2), OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE
-removed, XLA single-threaded when BENCH_THREADS=1. P1 is the loop with `K` given.
+removed, XLA single-threaded when BENCH_THREADS=1. `p1` is the loop with `K` given,
+`p1full` the loop with `K = exp(-C/reg)` computed in the timed call.
 
-Usage: BENCH_THREADS=2 ~/.venv-peers/bin/python scripts/peers_rows.py p1|p2 numpy|jax [sizes]
+Usage: BENCH_THREADS=2 ~/.venv-peers/bin/python scripts/peers_rows.py p1|p1full|p2 numpy|jax [sizes]
 (e.g. `p1 jax 4096`, `p2 numpy 64,128,256`; BENCH_PEERS_DIR overrides /work/shared/peers.)
 """
 import os, sys
@@ -22,7 +23,7 @@ sys.path.insert(0, os.environ.get("BENCH_PEERS_DIR", "/work/shared/peers"))
 import bench_peers as bp
 import numpy as np
 problem, lib = sys.argv[1], sys.argv[2]
-default = bp.NS_P1 if problem == "p1" else bp.NS_P2
+default = bp.NS_P1 if problem.startswith("p1") else bp.NS_P2
 sizes = [int(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else default
 
 
@@ -44,6 +45,9 @@ if lib == "numpy":
             A, C, w = p1_inputs(n)
             K = np.exp(-C / bp.REG1D)
             res[n] = bp.timeit(lambda: bp.np_bary_loop(A, K, w, 100))
+        elif problem == "p1full":
+            A, C, w = p1_inputs(n)
+            res[n] = bp.timeit(lambda: bp.np_bary_loop(A, np.exp(-C / bp.REG1D), w, 100))
         else:
             A, K1, w = p2_inputs(n)
             res[n] = bp.timeit(lambda: bp.np_conv_bary(A, K1, w, 100))
@@ -81,6 +85,7 @@ else:
         return bar
 
     loop_jit = jax.jit(bary_loop, static_argnums=3)
+    full_jit = jax.jit(lambda A, C, w: bary_loop(A, jnp.exp(-C / bp.REG1D), w, 100))
     conv_jit = jax.jit(conv_bary, static_argnums=3)
     for n in sizes:
         if problem == "p1":
@@ -88,6 +93,10 @@ else:
             Aj, Cj, wj = map(jnp.asarray, (A, C, w))
             Kj = jnp.exp(-Cj / bp.REG1D)
             res[n] = bp.timeit(lambda: loop_jit(Aj, Kj, wj, 100), sync)
+        elif problem == "p1full":
+            A, C, w = p1_inputs(n)
+            Aj, Cj, wj = map(jnp.asarray, (A, C, w))
+            res[n] = bp.timeit(lambda: full_jit(Aj, Cj, wj), sync)
         else:
             A, K1, w = p2_inputs(n)
             Aj, Kj, wj = map(jnp.asarray, (A, K1, w))
