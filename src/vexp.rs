@@ -265,6 +265,23 @@ fn exp_lane_f32<M: MulAdd>(x: f32) -> f32 {
     M::f32(em1, s1, s1) * s2
 }
 
+/// fdlibm's `Lg1..Lg7`, the minimax `R(s²)` of its logarithm, by their bit patterns
+/// (exactly as published); shared with [`crate::kernel::lse::ln_lane`].
+pub(crate) const LN_LG: [f64; 7] = [
+    f64::from_bits(0x3fe5_5555_5555_5593),
+    f64::from_bits(0x3fd9_9999_9997_fa04),
+    f64::from_bits(0x3fd2_4924_9422_9359),
+    f64::from_bits(0x3fcc_71c5_1d8e_78af),
+    f64::from_bits(0x3fc7_4664_96cb_03de),
+    f64::from_bits(0x3fc3_9a09_d078_c69f),
+    f64::from_bits(0x3fc2_f112_df3e_5244),
+];
+
+/// `ln 2` in two parts (fdlibm's `ln2_hi`, `ln2_lo`), for [`crate::kernel::lse::ln_lane`].
+pub(crate) const LN2_HI: f64 = c64::LN2_HI;
+/// See [`LN2_HI`].
+pub(crate) const LN2_LO: f64 = c64::LN2_LO;
+
 /// Natural logarithm of one `f64`, branch-free so that it vectorizes: fdlibm's
 /// `__ieee754_log` as in [`crate::kernel::lse::ln_lane`] (same reduction, constants and
 /// final combination), with two changes that make its AVX2 loop 20-30 % faster (63
@@ -279,16 +296,7 @@ fn exp_lane_f32<M: MulAdd>(x: f32) -> f32 {
 #[inline(always)]
 fn ln_lane_f64<M: MulAdd>(x: f64) -> f64 {
     use c64::{LN2_HI, LN2_LO};
-    // fdlibm's Lg1..Lg7, by their bit patterns (exactly as published).
-    const LG: [f64; 7] = [
-        f64::from_bits(0x3fe5_5555_5555_5593),
-        f64::from_bits(0x3fd9_9999_9997_fa04),
-        f64::from_bits(0x3fd2_4924_9422_9359),
-        f64::from_bits(0x3fcc_71c5_1d8e_78af),
-        f64::from_bits(0x3fc7_4664_96cb_03de),
-        f64::from_bits(0x3fc3_9a09_d078_c69f),
-        f64::from_bits(0x3fc2_f112_df3e_5244),
-    ];
+    const LG: [f64; 7] = LN_LG;
     let sub = x < f64::MIN_POSITIVE;
     let xs = if sub { x * 18_014_398_509_481_984.0 } else { x }; // 2^54
                                                                  // Shift the exponent so that the mantissa lands in [√2/2, √2) (0x3fe6a09e = √2/2).

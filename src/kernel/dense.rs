@@ -16,7 +16,7 @@ use faer::{Accum, MatRef, Par};
 /// stored too). `K x` is one GEMM for the whole batch, except for a symmetric `K` of more
 /// than 64 MiB applied to at most 8 columns: that product is bound by reading `K` from
 /// memory, and it runs as block GEMMs over the lower triangle, which read every entry
-/// once (1.5× faster at N = 4096, see docs/benchmarks.md).
+/// once (1.34× faster at N = 4096 on one thread, see docs/benchmarks.md).
 ///
 /// **Parallelism.** Sequential by default. With [`DenseKernel::with_par`]`(Par::rayon(k))`
 /// a product of more than 2²⁴ multiply-adds is split over `k` scoped threads by blocks
@@ -140,9 +140,11 @@ impl<T: Real> DenseKernel<T> {
 }
 
 /// Size of a symmetric matrix from which [`symmetric_product`] pays: above every cache, where
-/// a product with a few columns is bound by reading the matrix from memory. Measured on
-/// the Zen 4 machine of docs/benchmarks.md: N = 4096 `f64` (134 MB) runs 1.46× faster from
-/// the lower triangle; at N = 1024 (8 MB, in cache) it is 1.3× slower.
+/// a product with a few columns is bound by reading the matrix from memory. On the Zen 4
+/// machine of docs/benchmarks.md, N = 4096 `f64` (134 MB) × 4 columns runs in 15.0 ms
+/// from the lower triangle against 20.1 ms for faer's GEMM of the whole matrix
+/// (`cargo bench --bench barycenter -- "kernel_gemm/.*4096x4$"`); at N = 1024 (8 MB, in
+/// cache) the blocks were 1.3× slower than one GEMM (a throwaway program, under load).
 const SYMMETRIC_MIN_BYTES: usize = 64 << 20;
 
 /// Most columns of `x` for [`symmetric_product`]: with few columns a product is bound by
@@ -152,28 +154,28 @@ const SYMMETRIC_MIN_BYTES: usize = 64 << 20;
 const SYMMETRIC_MAX_COLS: usize = 8;
 
 /// Side of the square blocks of [`symmetric_product`]: a 128 × 128 `f64` block (128 KB)
-/// stays in L2 between its two products (128 measured best of 64-512 at N = 4096).
+/// stays in L2 between its two products (128 was the fastest of 64-512 at N = 4096 in
+/// the same throwaway program).
 const SYMMETRIC_BLOCK: usize = 128;
-
-/// The parts [`symmetric_product`] accumulates separately and then adds in order: fixed, so
-/// that the result does not depend on the number of threads.
-const SYMMETRIC_PARTS: usize = 2;
 
 /// `out = m x` for a symmetric `m`, reading each entry once: for every block `B = m[I, J]`
 /// with `I ≥ J`, `out_I += B x_J` and, off the diagonal, `out_J += Bᵀ x_I` (as
 /// `out_Jᵀ += x_Iᵀ B`, which reads `B` in its own column-major order), while `B` is in
 /// cache. The matrix streams from memory once instead of twice at the price of twice as
-/// many (smaller) GEMMs. The blocks are cut into [`SYMMETRIC_PARTS`] runs with their own
-/// accumulators, one per thread when `threads > 1`.
+/// many (smaller) GEMMs. The blocks are cut into two runs with their own accumulators
+/// (`out` and one extra buffer), one per thread when `threads > 1`.
 fn symmetric_product<T: Real>(m: MatRef<'_, T>, x: &Batch<T>, out: &mut Batch<T>, threads: usize) {
     let (n, b) = (m.nrows(), SYMMETRIC_BLOCK);
     let nb = n.div_ceil(b);
     let blocks: Vec<(usize, usize)> = (0..nb)
         .flat_map(|j| (j..nb).map(move |i| (i * b, j * b)))
         .collect();
-    let per = blocks.len().div_ceil(SYMMETRIC_PARTS);
-    let run = |part: &[(usize, usize)]| {
-        let mut acc = Batch::<T>::zeros(n, x.cols());
+    // Two parts, fixed so that the result does not depend on the number of threads: the
+    // first accumulates into `out` itself, the second into the one extra buffer.
+    let per = blocks.len().div_ceil(2);
+    let mut extra = Batch::<T>::zeros(n, x.cols());
+    out.as_mut_slice().fill(T::zero());
+    let run = |(part, acc): (&[(usize, usize)], &mut Batch<T>)| {
         let (xv, mut av) = (x.view(), acc.view_mut());
         for &(i0, j0) in part {
             let (bi, bj) = (b.min(n - i0), b.min(n - j0));
@@ -197,20 +199,15 @@ fn symmetric_product<T: Real>(m: MatRef<'_, T>, x: &Batch<T>, out: &mut Batch<T>
                 );
             }
         }
-        acc
     };
-    let parts: Vec<&[(usize, usize)]> = blocks.chunks(per).collect();
-    let accs = if threads > 1 {
-        run_parts(parts, run)
+    let parts = blocks.chunks(per).zip([&mut *out, &mut extra]);
+    if threads > 1 {
+        run_parts(parts, run);
     } else {
-        parts.into_iter().map(run).collect()
-    };
-    let o = out.as_mut_slice();
-    o.fill(T::zero());
-    for a in &accs {
-        for (ov, &av) in o.iter_mut().zip(a.as_slice()) {
-            *ov += av;
-        }
+        parts.for_each(run);
+    }
+    for (ov, &ev) in out.as_mut_slice().iter_mut().zip(extra.as_slice()) {
+        *ov += ev;
     }
 }
 

@@ -104,18 +104,8 @@ pub(crate) fn shift_ln<T: Real>(m: &[T], s: &[T], out: &mut [T]) {
 /// scaled by 2⁵⁴ first; `ln(0) = -∞`, `ln(x < 0) = NaN`, `ln(∞) = ∞`, NaN propagates.
 #[inline(always)]
 pub(crate) fn ln_lane<T: Real>(x: T) -> T {
-    // fdlibm's constants, by their bit patterns (exactly as published).
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
-    const LG: [f64; 7] = [
-        f64::from_bits(0x3fe5_5555_5555_5593),
-        f64::from_bits(0x3fd9_9999_9997_fa04),
-        f64::from_bits(0x3fd2_4924_9422_9359),
-        f64::from_bits(0x3fcc_71c5_1d8e_78af),
-        f64::from_bits(0x3fc7_4664_96cb_03de),
-        f64::from_bits(0x3fc3_9a09_d078_c69f),
-        f64::from_bits(0x3fc2_f112_df3e_5244),
-    ];
+    // fdlibm's constants, one copy for both logarithms of the crate.
+    use crate::vexp::{LN2_HI, LN2_LO, LN_LG as LG};
     let xd = x.to_f64_();
     let sub = xd < f64::MIN_POSITIVE;
     let xs = if sub {
