@@ -5,10 +5,11 @@
 //! **Threading.** The caller chooses the parallelism with a [`faer::Par`] (`Par::Seq`,
 //! or `Par::rayon(k)`: at most `k` threads, `0` for every core); a piece of work smaller
 //! than [`PAR_MIN_WORK`] units (multiply-adds or exponentials) stays on the calling thread
-//! whatever the setting, because starting and joining threads costs tens of microseconds
-//! on an idle machine and up to milliseconds on a loaded one. [`threads`] turns the two
-//! into a thread count and [`run_parts`] runs independent parts on scoped threads, results
-//! in order, so a result never depends on the number of threads.
+//! whatever the setting, because handing work to another thread and waiting for it costs
+//! tens of microseconds on an idle machine and up to milliseconds on a loaded one.
+//! [`threads`] turns the two into a thread count and [`run_parts`] runs independent parts
+//! on the calling thread and the crate's persistent worker threads, results in order, so a result never
+//! depends on the number of threads.
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -166,10 +167,34 @@ pub(crate) fn par_from_count(threads: usize) -> Par {
     }
 }
 
+/// The crate's worker threads: one fewer than the cores, since the thread that hands out
+/// the parts computes one of them. Built at the first parallel call and kept, so that a
+/// thread's caches outlive one call: faer's GEMM keeps its packing buffers in
+/// thread-local storage, and a thread started per call (scoped threads did that) faults a
+/// fresh buffer in at its first GEMM, about half a megabyte per start on the 256×256
+/// grid, 0.4 ms of system time per kernel application (see `docs/benchmarks.md`, "P2:
+/// persistent threads"). Not rayon's global pool, which has a thread per core: its idle
+/// thread spins beside the caller's part and cost 8% of a two-thread cardiac-size fit
+/// there. `None` when the threads cannot be started; then parts run on scoped threads.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("wassdl-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// Runs `f` on every part (independent pieces of one computation: disjoint slices of the
-/// output, ranges of indices), the first on the calling thread and the others on scoped
-/// threads, and returns the results in the order of the parts. The one place the crate
-/// starts threads; a panic in a part is resumed on the caller.
+/// output, ranges of indices), the first on the calling thread and the others as jobs of
+/// the crate's persistent worker threads ([`pool`]), and returns the results in the order
+/// of the parts. The one place the crate hands work to other threads; a panic in a part
+/// is resumed on the caller. When the workers are busy (several callers at once), a part
+/// waits for a free worker; the results are the same.
 pub(crate) fn run_parts<P: Send, R: Send>(
     parts: impl IntoIterator<Item = P>,
     f: impl Fn(P) -> R + Sync,
@@ -183,21 +208,30 @@ pub(crate) fn run_parts<P: Send, R: Send>(
         return vec![f(first)];
     }
     let f = &f;
-    std::thread::scope(|s| {
-        let workers: Vec<_> = rest.into_iter().map(|p| s.spawn(move || f(p))).collect();
-        let mut out = Vec::with_capacity(workers.len() + 1);
-        out.push(f(first));
-        for w in workers {
-            match w.join() {
-                Ok(r) => out.push(r),
-                Err(p) => std::panic::resume_unwind(p),
+    let mut slots: Vec<Option<R>> = rest.iter().map(|_| None).collect();
+    let mut head = None;
+    match pool() {
+        Some(pool) => pool.in_place_scope(|s| {
+            for (p, slot) in rest.into_iter().zip(slots.iter_mut()) {
+                s.spawn(move |_| *slot = Some(f(p)));
             }
-        }
-        out
-    })
+            head = Some(f(first));
+        }),
+        None => std::thread::scope(|s| {
+            for (p, slot) in rest.into_iter().zip(slots.iter_mut()) {
+                s.spawn(move || *slot = Some(f(p)));
+            }
+            head = Some(f(first));
+        }),
+    }
+    // Both scopes return after every part has run, or resume a part's panic.
+    let mut out = Vec::with_capacity(slots.len() + 1);
+    out.extend(head);
+    out.extend(slots.into_iter().map(|r| r.expect("every part ran")));
+    out
 }
 
-/// Runs `f` on every part on `threads` threads (the caller and `threads − 1` scoped ones)
+/// Runs `f` on every part on `threads` threads (the caller and `threads − 1` pool jobs)
 /// that take the next part from a shared queue as they finish the previous one, and
 /// returns the results in the order of the parts. With more parts than threads, a thread
 /// slowed down by another process on its core takes fewer parts instead of holding up the
@@ -317,6 +351,27 @@ mod tests {
             let sq = par_map(Par::rayon(th), PAR_MIN_WORK, 11, |i| i * i);
             assert_eq!(sq, (0..11).map(|i| i * i).collect::<Vec<_>>());
         }
+    }
+
+    /// A panic in a part run by a worker reaches the caller, and the workers still take
+    /// parts afterwards (the pool outlives the panic), nested calls included.
+    #[test]
+    fn a_part_panic_reaches_the_caller_and_the_pool_survives() {
+        let caught = std::panic::catch_unwind(|| {
+            run_parts(0..4, |i| {
+                if i == 3 {
+                    panic!("part 3");
+                }
+                i
+            })
+        });
+        let msg = caught.expect_err("the panic of part 3 must be resumed");
+        assert_eq!(msg.downcast_ref::<&str>(), Some(&"part 3"));
+        let nested = run_parts(0..3, |i| run_parts(0..3, move |j| 10 * i + j));
+        assert_eq!(
+            nested,
+            vec![vec![0, 1, 2], vec![10, 11, 12], vec![20, 21, 22]]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use faer::{Accum, MatRef, Par};
 /// once (1.34× faster at N = 4096 on one thread, see docs/benchmarks.md).
 ///
 /// **Parallelism.** Sequential by default. With [`DenseKernel::with_par`]`(Par::rayon(k))`
-/// a product of more than 2²⁴ multiply-adds is split over `k` scoped threads by blocks
+/// a product of more than 2²⁴ multiply-adds is split over `k` threads by blocks
 /// of rows of `K` (each thread reads its share of `K` once, what a memory-bound product
 /// with few columns needs), or into two runs of blocks for the lower-triangle product;
 /// the result does not depend on the number of threads. On

@@ -176,8 +176,8 @@ impl<T: Real> Axis<T> {
 /// window term by term.
 ///
 /// **Parallelism.** Sequential by default. With [`GridKernel::with_par`]`(Par::rayon(k))`
-/// a scaling-domain application of more than 2²² multiply-adds runs on `k` scoped
-/// threads that take parts of the batch from a queue: whole images, each part running
+/// a scaling-domain application of more than 2²² multiply-adds runs on `k` threads (the
+/// caller and persistent workers) that take parts of the batch from a queue: whole images, each part running
 /// every axis (one image alone: blocks or lines within each axis); a log-domain axis
 /// costing more than 2²⁴ multiply-adds or exponentials is split likewise within the
 /// axis. Each part goes through sequential GEMMs or log-domain loops, and a scaling-domain

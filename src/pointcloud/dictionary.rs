@@ -81,7 +81,7 @@
 //!
 //! Every random draw (initialization, minibatches of atoms and datasets) comes from one
 //! [`StdRng::seed_from_u64`] stream in a fixed order. The per-dataset terms run on
-//! scoped threads but are summed in dataset order, so a seed gives bit-identical results
+//! several threads but are summed in dataset order, so a seed gives bit-identical results
 //! on any number of cores.
 //!
 //! # Mapping to the Python API of `000_28317f9bbe079a83.txt`
