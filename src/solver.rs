@@ -175,18 +175,23 @@ pub(crate) fn par_from_count(threads: usize) -> Par {
 /// grid, 0.4 ms of system time per kernel application (see `docs/benchmarks.md`, "P2:
 /// persistent threads"). Not rayon's global pool, which has a thread per core: its idle
 /// thread spins beside the caller's part and cost 8% of a two-thread cardiac-size fit
-/// there. `None` when the threads cannot be started; then parts run on scoped threads.
+/// there. `None` when the threads cannot be started, or in a child process forked after
+/// they were (the child has none of the parent's threads, so a job handed to the pool
+/// would never run: multiprocessing's default on Linux); then parts run on scoped threads.
 fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(cores.saturating_sub(1).max(1))
-            .thread_name(|i| format!("wassdl-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
+    static POOL: std::sync::OnceLock<Option<(u32, rayon::ThreadPool)>> = std::sync::OnceLock::new();
+    let (pid, pool) = POOL
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(cores.saturating_sub(1).max(1))
+                .thread_name(|i| format!("wassdl-{i}"))
+                .build()
+                .ok()?;
+            Some((std::process::id(), pool))
+        })
+        .as_ref()?;
+    (*pid == std::process::id()).then_some(pool)
 }
 
 /// Runs `f` on every part (independent pieces of one computation: disjoint slices of the

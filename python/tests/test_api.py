@@ -1,6 +1,8 @@
 """Precision, memory layouts, errors, gradients and the dictionary learner."""
 
+import os
 import pickle
+import signal
 import threading
 import time
 
@@ -147,6 +149,7 @@ def test_gil_is_released(prob):
         (lambda A, M: wassdl.convolutional_barycenter2d(A, 1e-2), "axes"),
         (lambda A, M: wassdl.sinkhorn_divergence(np.zeros((3, 2)), np.zeros((3, 3))), "dimension|shape"),
         (lambda A, M: wassdl.sinkhorn_divergence(np.zeros((3, 2)), np.ones((3, 2)), scaling=1.5), "scaling"),
+        (lambda A, M: wassdl.sinkhorn_divergence(np.zeros((3, 2)), np.ones((3, 2)), threads=-1), "threads"),
         (lambda A, M: wassdl.unmix(A, A[:, 0], M, lr=-1.0), "lr"),
         (lambda A, M: wassdl.check_gradient(lambda v: 0.0, [1.0, 2.0], [1.0]), "grad"),
         (lambda A, M: wassdl.check_gradient(lambda v: 0.0, [1.0], [1.0], coords=[3]), "coords"),
@@ -410,3 +413,35 @@ def test_doctests():
 
     r = doctest.testmod(wassdl, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert r.failed == 0 and r.attempted > 40, r
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_threads_work_in_a_forked_child():
+    """A child forked after the library's worker threads started (multiprocessing's
+    default on Linux) has none of them: its parallel calls must still finish, with the
+    parent's bits. 1500 points per side put each sweep above the threading threshold."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((1500, 2)), rng.random((1500, 2))
+    parent = wassdl.sinkhorn_divergence(x, y, blur=0.1, threads=2)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 2
+        try:
+            v = wassdl.sinkhorn_divergence(x, y, blur=0.1, threads=2)
+            code = 0 if v == parent else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's threaded call did not finish in 120 s")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0

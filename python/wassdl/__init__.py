@@ -469,6 +469,7 @@ def sinkhorn_divergence(
     diameter: Optional[float] = None,
     refine_tol: Optional[float] = None,
     log: bool = False,
+    threads: int = 1,
 ):
     """Debiased Sinkhorn divergence ``S_ε(α, β)`` between point clouds, with GeomLoss's
     conventions (``SamplesLoss("sinkhorn", p, blur, scaling)``): cost ``‖x−y‖^p / p``,
@@ -480,7 +481,9 @@ def sinkhorn_divergence(
     the debiasing: values agree only in the limit of converged, small ε (see
     docs/python.md). ``refine_tol`` iterates at the final ε to convergence (the exact
     ``S_ε``). With ``log=True`` also a dict with the gradients ``grad_a``, ``grad_b``,
-    ``grad_X``, ``grad_Y`` (envelope theorem), ``niter``, ``diameter``.
+    ``grad_X``, ``grad_Y`` (envelope theorem), ``niter``, ``diameter``. ``threads``:
+    at most that many threads per sweep (``0``: every core), used only above the library's
+    work threshold (about 1000 × 1000 points); the value does not depend on it.
 
     >>> import numpy as np, wassdl
     >>> X = np.zeros((5, 2)); Y = np.ones((5, 2))
@@ -494,9 +497,13 @@ def sinkhorn_divergence(
     Y = Y[:, None] if Y.ndim == 1 else Y
     a = None if a is None else _arr(a, dt, "a", (1,))
     b = None if b is None else _arr(b, dt, "b", (1,))
+    threads = int(threads)
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: every core), got {threads}")
     r = _core.sinkhorn_divergence(
         X, Y, a, b, p=float(p), blur=float(blur), scaling=float(scaling),
         diameter=diameter, debias=bool(debias), refine_tol=refine_tol,
+        threads=threads,
     )
     return (r["value"], r) if log else r["value"]
 

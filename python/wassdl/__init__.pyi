@@ -52,6 +52,7 @@ def sinkhorn_divergence(
     X: ArrayLike, Y: ArrayLike, a: Optional[ArrayLike] = ..., b: Optional[ArrayLike] = ...,
     p: float = ..., blur: float = ..., scaling: float = ..., debias: bool = ...,
     diameter: Optional[float] = ..., refine_tol: Optional[float] = ..., log: bool = ...,
+    threads: int = ...,
 ) -> Union[float, tuple[float, dict[str, Any]]]: ...
 def barycenter_loss_and_grad(
     atoms: ArrayLike, weights: ArrayLike, targets: ArrayLike, reg: float,
