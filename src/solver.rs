@@ -8,8 +8,8 @@
 //! whatever the setting, because handing work to another thread and waiting for it costs
 //! tens of microseconds on an idle machine and up to milliseconds on a loaded one.
 //! [`threads`] turns the two into a thread count and [`run_parts`] runs independent parts
-//! on the calling thread and the crate's persistent worker threads, results in order, so a result never
-//! depends on the number of threads.
+//! on the calling thread and the crate's persistent worker threads, results in order, so
+//! a result never depends on the number of threads.
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -198,7 +198,8 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 /// output, ranges of indices), the first on the calling thread and the others as jobs of
 /// the crate's persistent worker threads ([`pool`]), and returns the results in the order
 /// of the parts. The one place the crate hands work to other threads; a panic in a part
-/// is resumed on the caller. When the workers are busy (several callers at once), a part
+/// reaches the caller (the part's own panic from the pool, "a scoped thread panicked"
+/// from the scoped fallback). When the workers are busy (several callers at once), a part
 /// waits for a free worker; the results are the same.
 pub(crate) fn run_parts<P: Send, R: Send>(
     parts: impl IntoIterator<Item = P>,
@@ -229,7 +230,7 @@ pub(crate) fn run_parts<P: Send, R: Send>(
             head = Some(f(first));
         }),
     }
-    // Both scopes return after every part has run, or resume a part's panic.
+    // Both scopes return after every part has run, or panic on the caller if one did.
     let mut out = Vec::with_capacity(slots.len() + 1);
     out.extend(head);
     out.extend(slots.into_iter().map(|r| r.expect("every part ran")));
