@@ -736,31 +736,32 @@ pub fn upper_state_clears() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ulp64(a: f64, b: f64) -> u64 {
+    /// Distance in units in the last place (0 for equal values and for two NaNs).
+    pub(crate) fn ulp64(a: f64, b: f64) -> u64 {
         if a == b || (a.is_nan() && b.is_nan()) {
             return 0;
         }
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
     }
 
-    fn ulp32(a: f32, b: f32) -> u32 {
+    /// [`ulp64`] in `f32`.
+    pub(crate) fn ulp32(a: f32, b: f32) -> u32 {
         if a == b || (a.is_nan() && b.is_nan()) {
             return 0;
         }
         (a.to_bits() as i32 - b.to_bits() as i32).unsigned_abs()
     }
 
-    /// Both paths of `ln_f64` within 1 ulp of `f64::ln` (each is within 1 ulp of the exact
-    /// value, so they may differ by one rounding) over a log-uniform sweep of the whole
-    /// range, subnormals and special values included, and over `[0.5, 1.5]` where the
-    /// reduction switches exponent; the two paths within 1 ulp of each other.
-    #[test]
-    fn ln_matches_std() {
-        let mut xs: Vec<f64> = (0..400_001)
-            .map(|i| 2f64.powf(-1074.0 + 2097.0 * i as f64 / 400_000.0))
+    /// Arguments for a logarithm's accuracy test: `points + 1` log-uniform values from the
+    /// smallest subnormal to `f64::MAX`, the special values (zeros, negatives, infinities,
+    /// NaN, 1, the normal and subnormal extremes, √2/2 where the reduction switches
+    /// exponent), and `dense` evenly spaced values of `[0.5, 1.5)`.
+    pub(crate) fn ln_sweep(points: usize, dense: usize) -> Vec<f64> {
+        let mut xs: Vec<f64> = (0..=points)
+            .map(|i| 2f64.powf(-1074.0 + 2097.0 * i as f64 / points as f64))
             .collect();
         xs.extend([
             0.0,
@@ -770,9 +771,22 @@ mod tests {
             f64::NEG_INFINITY,
             f64::NAN,
             1.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            5e-324,
+            2.0f64.sqrt() / 2.0,
         ]);
-        xs.extend([f64::MIN_POSITIVE, f64::MAX, 5e-324, 2.0f64.sqrt() / 2.0]);
-        xs.extend((0..100_000).map(|i| 0.5 + i as f64 * 1e-5));
+        xs.extend((0..dense).map(|i| 0.5 + i as f64 / dense as f64));
+        xs
+    }
+
+    /// Both paths of `ln_f64` within 1 ulp of `f64::ln` (each is within 1 ulp of the exact
+    /// value, so they may differ by one rounding) over a log-uniform sweep of the whole
+    /// range, subnormals and special values included, and over `[0.5, 1.5]` where the
+    /// reduction switches exponent; the two paths within 1 ulp of each other.
+    #[test]
+    fn ln_matches_std() {
+        let xs = ln_sweep(400_000, 100_000);
         let mut fast = vec![0.0; xs.len()];
         ln_f64(&xs, &mut fast);
         let mut plain = vec![0.0; xs.len()];
